@@ -1,0 +1,31 @@
+"""Typed errors. Every error names the culprit (file, key, message index) and says what to do."""
+
+from __future__ import annotations
+
+
+class MegrezError(Exception):
+    """Base class of every error this SDK raises on purpose."""
+
+
+class CheckpointError(MegrezError):
+    """A checkpoint directory is incomplete or does not match its config (missing shard, bad key, wrong dim)."""
+
+
+class InputError(MegrezError, ValueError):
+    """Something the user passed in (a message, an image, an audio clip) cannot be used."""
+
+
+class ImageError(InputError):
+    """An image could not be read or is unsafe to decode (truncated, not an image, decompression bomb)."""
+
+
+class AudioError(InputError):
+    """An audio clip could not be read or used (unreadable, truncated, empty, too long)."""
+
+
+class ChatFormatError(InputError):
+    """The messages do not follow the documented chat format."""
+
+
+class ContextOverflowError(InputError):
+    """The prompt does not fit into the model's context window."""
