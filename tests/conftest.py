@@ -16,3 +16,22 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "sample_image.jpg").is_file():
         pytest.fail(f"{SHARED_DATA} is missing: clone the project with ../shared beside it")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A tiny random-weight checkpoint in the official layout, written by the SDK's own make-tiny."""
+    from megrez_mobile.checkpoint.synthetic import make_checkpoint
+
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "megrez-tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_checkpoint):
+    """The tiny checkpoint loaded in float32 through MegrezOmni.from_pretrained (shared: treat as read-only)."""
+    import torch
+
+    from megrez_mobile import MegrezOmni
+
+    torch.manual_seed(0)
+    return MegrezOmni.from_pretrained(tiny_checkpoint, dtype=torch.float32)

@@ -1,0 +1,208 @@
+"""Vision: SigLIP NaViT tower (`vision.vpm`) + perceiver resampler (`vision.resampler`), one slice at a time.
+
+A slice is uint8 CHW [3, H, W] with H and W multiples of the patch size. Everything the official
+processor passes alongside the pixels (tgt_size, patch mask, position ids, the resampler's 2D sin-cos
+table) is derived here from the slice's shape, so the same code exports with dynamic H and W.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import MegrezConfig, VisionConfig
+
+
+def navit_position_ids(h_patches: int, w_patches: int, num_patches_per_side: int) -> torch.Tensor:
+    """Ids into the learned (side × side) table for an (h × w)-patch slice: fractional bucketing (NaViT).
+
+    Row i maps to bucket(i/h) over boundaries k/side; float32 `index * (1/h)` as transformers' Idefics2 and
+    the official model on CUDA compute it (the original CPU `arange` can land one bucket off at exact ties).
+    """
+    boundaries = torch.arange(1 / num_patches_per_side, 1.0, 1 / num_patches_per_side)
+    step_h = torch.ones(()) / h_patches
+    step_w = torch.ones(()) / w_patches
+    frac_h = (torch.arange(h_patches, dtype=torch.float32) * step_h).clamp(max=1.0 - 1e-6)
+    frac_w = (torch.arange(w_patches, dtype=torch.float32) * step_w).clamp(max=1.0 - 1e-6)
+    rows = torch.bucketize(frac_h, boundaries, right=True)
+    cols = torch.bucketize(frac_w, boundaries, right=True)
+    return (rows[:, None] * num_patches_per_side + cols[None, :]).reshape(-1)
+
+
+def sincos_2d(h: int, w: int, dim: int) -> torch.Tensor:
+    """MiniCPM-V 2.6 (version (2,5)) 2D sin-cos table for an (h × w) grid, row-major [h·w, dim].
+
+    The first half of the channels encodes the column index, the second half the row index; each half is
+    [sin(p·ω_k)] ++ [cos(p·ω_k)] with ω_k = 10000^(-k / (dim/4)). Computed from the shape, so no 70×70 cap.
+    """
+    quarter = dim // 4
+    omega = 1.0 / torch.pow(10000.0, torch.arange(quarter, dtype=torch.float32) / quarter)
+
+    def encode(pos: torch.Tensor) -> torch.Tensor:
+        out = pos[:, None] * omega[None, :]
+        return torch.cat((out.sin(), out.cos()), dim=-1)
+
+    col = encode(torch.arange(w, dtype=torch.float32))  # [w, dim/2]
+    row = encode(torch.arange(h, dtype=torch.float32))  # [h, dim/2]
+    table = torch.cat((col[None, :, :].expand(h, w, -1), row[:, None, :].expand(h, w, -1)), dim=-1)
+    return table.reshape(h * w, dim)
+
+
+class SiglipEmbeddings(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.patch_size = cfg.patch_size
+        self.num_patches_per_side = cfg.num_patches_per_side
+        self.patch_embedding = nn.Conv2d(cfg.num_channels, cfg.hidden_size, cfg.patch_size, cfg.patch_size)
+        self.position_embedding = nn.Embedding(self.num_patches_per_side ** 2, cfg.hidden_size)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Normalised pixels [1, 3, H, W] -> patch embeddings [1, h·w, D] in row-major patch order."""
+        h, w = pixels.shape[2] // self.patch_size, pixels.shape[3] // self.patch_size
+        x = self.patch_embedding(pixels.to(self.patch_embedding.weight.dtype)).flatten(2).transpose(1, 2)
+        ids = navit_position_ids(h, w, self.num_patches_per_side).to(pixels.device)
+        return x + self.position_embedding(ids)[None]
+
+
+class SiglipAttention(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.num_heads = cfg.num_attention_heads
+        self.head_dim = cfg.hidden_size // cfg.num_attention_heads
+        self.q_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.k_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.v_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.out_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = (p(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+                   for p in (self.q_proj, self.k_proj, self.v_proj))
+        # One slice at a time: every patch is valid, so no padding mask.
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class SiglipMLP(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.fc2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.approximate = "tanh" if cfg.hidden_act == "gelu_pytorch_tanh" else "none"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate=self.approximate))
+
+
+class SiglipEncoderLayer(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.layer_norm1 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.self_attn = SiglipAttention(cfg)
+        self.layer_norm2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.mlp = SiglipMLP(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.self_attn(self.layer_norm1(x))
+        return x + self.mlp(self.layer_norm2(x))
+
+
+class SiglipEncoder(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(SiglipEncoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
+
+
+class SiglipVisionTransformer(nn.Module):
+    """`vision.vpm`: embeddings, encoder, post_layernorm (no attention-pooling head)."""
+
+    def __init__(self, cfg: VisionConfig, layers_used: int):
+        super().__init__()
+        self.embeddings = SiglipEmbeddings(cfg)
+        self.encoder = SiglipEncoder(cfg)
+        self.post_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.layers_used = layers_used
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.embeddings(pixels)
+        for layer in self.encoder.layers[: self.layers_used]:
+            x = layer(x)
+        return self.post_layernorm(x)
+
+
+class PackedMultiheadAttention(nn.Module):
+    """`nn.MultiheadAttention`'s parameters (packed in_proj) computed with plain ops (no fused fast path)."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """query [Q, D], key/value [L, D] -> [Q, D]."""
+        wq, wk, wv = self.in_proj_weight.chunk(3)
+        bq, bk, bv = self.in_proj_bias.chunk(3)
+        d = query.shape[-1]
+        hd = d // self.num_heads
+        q = F.linear(query, wq, bq).view(-1, self.num_heads, hd).transpose(0, 1)
+        k = F.linear(key, wk, bk).view(-1, self.num_heads, hd).transpose(0, 1)
+        v = F.linear(value, wv, bv).view(-1, self.num_heads, hd).transpose(0, 1)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.out_proj(out.transpose(0, 1).reshape(-1, d))
+
+
+class Resampler(nn.Module):
+    """`vision.resampler`: 64 learned queries cross-attend to one slice's patches (MiniCPM-V 2.6)."""
+
+    def __init__(self, num_queries: int, embed_dim: int, num_heads: int, kv_dim: int):
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.query = nn.Parameter(torch.empty(num_queries, embed_dim))
+        self.kv_proj = nn.Linear(kv_dim, embed_dim, bias=False)
+        self.attn = PackedMultiheadAttention(embed_dim, num_heads)
+        self.ln_q = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.ln_kv = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.ln_post = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.proj = nn.Parameter(torch.empty(embed_dim, embed_dim))
+
+    def forward(self, patches: torch.Tensor, h_patches: int, w_patches: int) -> torch.Tensor:
+        """patches [h·w, kv_dim] -> [num_queries, embed_dim]."""
+        x = self.ln_kv(self.kv_proj(patches))
+        pos = sincos_2d(h_patches, w_patches, self.embed_dim).to(device=x.device, dtype=x.dtype)
+        out = self.attn(self.ln_q(self.query), x + pos, x)
+        return self.ln_post(out) @ self.proj
+
+
+class VisionModel(nn.Module):
+    """`vision`: one uint8 slice [3, H, W] -> [query_num, hidden] LLM embeddings (normalisation in-graph)."""
+
+    def __init__(self, cfg: MegrezConfig):
+        super().__init__()
+        self.patch_size = cfg.vision.patch_size
+        self.vpm = SiglipVisionTransformer(cfg.vision, cfg.vision_layers_used)
+        self.resampler = Resampler(cfg.query_num, cfg.text.hidden_size, cfg.resampler_heads, cfg.vision.hidden_size)
+
+    def forward(self, slice_chw: torch.Tensor) -> torch.Tensor:
+        pixels = slice_chw.reshape(1, 3, slice_chw.shape[-2], slice_chw.shape[-1])
+        # (x - 127.5) / 127.5 == ToTensor then mean/std 0.5, done by the official model (vLLM get_vision_hidden_states).
+        pixels = (pixels.float() - 127.5) / 127.5
+        h, w = pixels.shape[2] // self.patch_size, pixels.shape[3] // self.patch_size
+        patches = self.vpm(pixels)[0]
+        return self.resampler(patches, h, w)
+
+
+def check_slice_shape(slice_chw: torch.Tensor, patch_size: int) -> None:
+    """Raise a clear error for a slice the encoder cannot take (kept out of forward: no value checks in-graph)."""
+    from ..errors import ImageError
+
+    shape = tuple(slice_chw.shape)
+    if slice_chw.dtype != torch.uint8:
+        raise ImageError(f"an image slice must be uint8 CHW [3, H, W]; got dtype {slice_chw.dtype}")
+    if len(shape) not in (3, 4) or (len(shape) == 4 and shape[0] != 1) or shape[-3] != 3:
+        raise ImageError(f"an image slice must be uint8 CHW [3, H, W] (or [1, 3, H, W]); got shape {list(shape)}")
+    if shape[-1] % patch_size or shape[-2] % patch_size or 0 in shape:
+        raise ImageError(f"slice sides must be positive multiples of {patch_size}; got H={shape[-2]} W={shape[-1]}. "
+                         "Use MegrezProcessor.slice_image to cut images into valid slices.")
