@@ -18,7 +18,9 @@ class LayerNorm32(nn.LayerNorm):
     """Whisper's LayerNorm: computed in float32, cast back."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).to(x.dtype)
+        weight = self.weight.float() if self.weight is not None else None
+        bias = self.bias.float() if self.bias is not None else None
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
 
 
 class WhisperAttention(nn.Module):
