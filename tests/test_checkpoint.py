@@ -176,3 +176,12 @@ def test_full_size_parameter_counts_match_the_spec():
     # Spec §1.4 / §5: heads derived from the dims.
     assert config.resampler_heads == 20 and model.vision.resampler.attn.num_heads == 20
     assert config.text.head_dim == 64 and config.vision.num_patches_per_side == 70
+
+
+def test_tokenizer_larger_than_the_vocab_is_refused(tiny_checkpoint, tmp_path):
+    from megrez_mobile.checkpoint.synthetic import train_tokenizer
+
+    ckpt = _copy(tiny_checkpoint, tmp_path / "c")
+    train_tokenizer(2000).save(str(ckpt / "tokenizer.json"))
+    with pytest.raises(CheckpointError, match=r"tokenizer.json has \d+ ids but config.json's vocab_size is 1024"):
+        MegrezOmni.from_pretrained(ckpt)

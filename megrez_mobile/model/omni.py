@@ -15,7 +15,7 @@ from torch import nn
 
 from ..checkpoint.safetensors_io import CheckpointIndex, ProgressFn, load_into
 from ..config import MegrezConfig, audio_tokens_for_frames
-from ..errors import AudioError, ContextOverflowError, InputError
+from ..errors import AudioError, CheckpointError, ContextOverflowError, InputError
 from ..processing.processor import Message, MegrezInputs, MegrezProcessor
 from .audio import AudioModel
 from .decoder import MegrezLLM
@@ -56,6 +56,11 @@ class MegrezOmni(nn.Module):
         model.eval().requires_grad_(False)
         if load_processor:
             model.processor = MegrezProcessor.from_pretrained(checkpoint_dir)
+            n_ids = model.processor.tokenizer.vocab_size
+            if n_ids > config.text.vocab_size:
+                # Runners sample over the tokenizer's ids: more ids than logits would read past the logits row.
+                raise CheckpointError(f"{checkpoint_dir}/tokenizer.json has {n_ids} ids but config.json's vocab_size "
+                                      f"is {config.text.vocab_size}: the tokenizer belongs to another model")
         return model
 
     def checkpoint_shapes(self) -> dict[str, tuple[int, ...]]:
