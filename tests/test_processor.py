@@ -165,3 +165,18 @@ def test_component_calls(processor, shared_data):
     assert source.size == (308, 644) and len(slices) == 6 and (grid.cols, grid.rows) == (2, 3)
     mel = processor.log_mel(np.zeros(16000, dtype=np.float32) + 0.01 * np.random.default_rng(0).standard_normal(16000))
     assert tuple(mel.shape) == (128, 100)
+
+
+def test_tokenizer_without_audio_markers_still_serves_text_and_images(processor, shared_data):
+    """The audio marker strings are inferred; a tokenizer that names them differently must say how to fix it."""
+    import dataclasses
+
+    from megrez_mobile import CheckpointError
+    from megrez_mobile.config import MarkerTokens
+
+    markers = MarkerTokens(audio_start="<|speech_begin|>", audio_end="<|speech_end|>")
+    other = MegrezProcessor(processor.tokenizer, dataclasses.replace(processor.config, markers=markers))
+    image = {"role": "user", "content": {"text": "hi", "image": str(shared_data / "sample_image.jpg")}}
+    assert other.build_inputs([image]).input_ids.tolist() == processor.build_inputs([image]).input_ids.tolist()
+    with pytest.raises(CheckpointError, match=r"no special token '<\|speech_begin\|>'.*\"audio_start\""):
+        other.build_inputs([{"role": "user", "content": {"audio": str(shared_data / "sample_audio.mp3")}}])

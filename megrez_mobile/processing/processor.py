@@ -27,7 +27,7 @@ import PIL.Image
 import torch
 
 from ..config import PreprocessorConfig, audio_tokens_for_frames
-from ..errors import ChatFormatError
+from ..errors import ChatFormatError, CheckpointError
 from .audio import AudioInput, load_audio, log_mel, split_clips
 from .image import ImageInput, SliceGrid, load_image, slice_image, to_chw_uint8
 from .tokenizer import MegrezTokenizer
@@ -104,10 +104,14 @@ class MegrezProcessor:
         self.default_system_prompt = default_system_prompt
         m = config.markers
         tid = tokenizer.token_id
-        # Resolve every marker once: a tokenizer lacking one fails here, naming it, not mid-chat.
+        # Resolve the (verified) image markers once: a tokenizer lacking one fails here, naming it, not mid-chat.
         self.ids = {name: tid(getattr(m, name)) for name in (
-            "im_start", "im_end", "im_id_start", "im_id_end", "slice_start", "slice_end", "unk",
-            "audio_start", "audio_end")}
+            "im_start", "im_end", "im_id_start", "im_id_end", "slice_start", "slice_end", "unk")}
+        # The audio marker strings are inferred, not read from an official file: a tokenizer without them still
+        # serves text and images, and audio fails with the fix spelled out (see `_audio_marker`).
+        for name in ("audio_start", "audio_end"):
+            if tokenizer.has_token(getattr(m, name)):
+                self.ids[name] = tid(getattr(m, name))
         self.role_start = tid("<|role_start|>")
         self.role_end = tid("<|role_end|>")
         self.turn_end = tid("<|turn_end|>")
@@ -146,13 +150,20 @@ class MegrezProcessor:
                     b.media("image", to_chw_uint8(slices[r * grid.cols + c]), ids["unk"], n)
                     b.tokens([ids["slice_end"]])
 
+    def _audio_marker(self, name: str) -> int:
+        if name not in self.ids:
+            marker = getattr(self.config.markers, name)
+            raise CheckpointError(f"{self.tokenizer.source} has no special token {marker!r} to frame audio. Add the "
+                                  f"key \"{name}\" to preprocessor_config.json with this tokenizer's audio marker string.")
+        return self.ids[name]
+
     def _add_audio(self, b: _SequenceBuilder, audio: AudioInput) -> None:
-        ids = self.ids
+        start, end = self._audio_marker("audio_start"), self._audio_marker("audio_end")
         for clip in split_clips(load_audio(audio, self.config.audio), self.config.audio):
             mel = self.log_mel(clip)
-            b.tokens([ids["audio_start"]])
-            b.media("audio", mel, ids["unk"], audio_tokens_for_frames(mel.shape[-1]))
-            b.tokens([ids["audio_end"]])
+            b.tokens([start])
+            b.media("audio", mel, self.ids["unk"], audio_tokens_for_frames(mel.shape[-1]))
+            b.tokens([end])
 
     # --- chat template --------------------------------------------------------------------------------------
     def build_inputs(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> MegrezInputs:
