@@ -18,7 +18,7 @@ import click
 
 from .errors import MegrezError
 
-DTYPES = {"float32": "float32", "bfloat16": "bfloat16"}
+DTYPES = ("float32", "bfloat16")
 
 
 def _friendly_errors(fn):
@@ -121,7 +121,8 @@ def _answer(model, inputs, max_new_tokens: int, **sampling):
     result = model.generate_from_inputs(inputs, max_new_tokens, SamplingConfig(**sampling),
                                         stream=lambda piece: click.echo(piece, nl=False))
     click.echo()
-    click.echo(f"[{result.prompt_tokens} prompt tokens, prefill {result.prefill_tokens_per_second:.1f} tok/s; "
+    click.echo(f"[{result.prompt_tokens} prompt tokens, prefill incl. encoders "
+               f"{result.prefill_tokens_per_second:.1f} tok/s; "
                f"{len(result.token_ids)} new tokens, decode {result.decode_tokens_per_second:.1f} tok/s; "
                f"stopped: {result.stop_reason}]", err=True)
     return result
@@ -134,7 +135,7 @@ def _answer(model, inputs, max_new_tokens: int, **sampling):
 @click.option("--audio", "-a", type=click.Path(exists=True, dir_okay=False),
               help="An audio file (wav, flac, ogg, mp3, m4a/aac). Over 30 s it is split into 30 s clips.")
 @click.option("--system", default=None, help="System prompt (default: the Megrez default).")
-@click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True,
+@click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True,
               help="Weights in memory; the checkpoint is bf16 either way.")
 @_sampling_options
 @_friendly_errors
@@ -185,6 +186,8 @@ def demo(workdir: Path | None, prompt: str):
             click.echo(f"user: {prompt}  [+ sample_image.jpg, sample_audio.m4a]")
             click.echo("assistant: ", nl=False)
             _answer(model, inputs, max_new_tokens=32)
+        click.echo("(random weights: the answer is noise. Every stage ran: checkpoint loading, image slicing, "
+                   "log-mel, vision, audio, decoder and streaming.)", err=True)
 
 
 def main() -> None:

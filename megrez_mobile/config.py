@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -246,5 +245,5 @@ def audio_tokens_for_frames(mel_frames: int) -> int:
 
 def encoder_mel_frames(num_samples: int, hop_length: int = 160) -> int:
     """Mel frames the official encoder reads for a clip: valid frames rounded up to even (it crops to after_cnn*2)."""
-    valid = num_samples // hop_length
-    return 2 * math.ceil(valid / 2)
+    # Integer-only, so torch.export can evaluate it on a symbolic length.
+    return (num_samples // hop_length + 1) // 2 * 2

@@ -61,5 +61,5 @@ def test_demo_runs_the_whole_flow(tmp_path):
     assert result.exit_code == 0, result.output
     assert "(448 image, 4" in result.stderr and "7 image slices, 1 audio clip(s)" in result.stderr
     assert "assistant: " in result.stdout
-    assert re.search(r"prefill [\d.]+ tok/s; 32 new tokens, decode [\d.]+ tok/s", result.stderr)
+    assert re.search(r"prefill incl. encoders [\d.]+ tok/s; 32 new tokens, decode [\d.]+ tok/s", result.stderr)
     assert (tmp_path / "megrez-tiny" / "config.json").is_file()  # --workdir keeps the checkpoint

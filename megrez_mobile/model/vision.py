@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import MegrezConfig, VisionConfig
+from ..errors import ImageError
 
 
 def navit_position_ids(h_patches: int, w_patches: int, num_patches_per_side: int) -> torch.Tensor:
@@ -196,8 +197,6 @@ class VisionModel(nn.Module):
 
 def check_slice_shape(slice_chw: torch.Tensor, patch_size: int) -> None:
     """Raise a clear error for a slice the encoder cannot take (kept out of forward: no value checks in-graph)."""
-    from ..errors import ImageError
-
     shape = tuple(slice_chw.shape)
     if slice_chw.dtype != torch.uint8:
         raise ImageError(f"an image slice must be uint8 CHW [3, H, W]; got dtype {slice_chw.dtype}")

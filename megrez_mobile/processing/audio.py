@@ -25,7 +25,7 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from ..config import AudioProcessingConfig
+from ..config import AudioProcessingConfig, encoder_mel_frames
 from ..errors import AudioError
 
 AudioInput = Union[str, os.PathLike, bytes, np.ndarray, tuple[np.ndarray, int]]
@@ -306,7 +306,7 @@ class LogMelSpectrogram(torch.nn.Module):
         # width makes torch.export guard on it and refuse the full 30 s length).
         peak = log_spec[:, : self.max_frames].max()
         log_spec = (torch.maximum(log_spec, peak - 8.0) + 4.0) / 4.0
-        frames = (num_samples // self.hop_length + 1) // 2 * 2  # encoder_mel_frames, from the shape only
+        frames = encoder_mel_frames(num_samples, self.hop_length)  # from the shape only
         return log_spec[:, :frames].unsqueeze(0)
 
 
