@@ -1,12 +1,26 @@
 """Megrez Mobile: Megrez-3B-Omni on phones and edge boards with ExecuTorch."""
 
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
 
-from .config import MegrezConfig, PreprocessorConfig  # noqa: E402
-from .errors import (AudioError, ChatFormatError, CheckpointError, ContextOverflowError, ImageError,  # noqa: E402
-                     InputError, MegrezError)
-from .model.omni import MegrezOmni  # noqa: E402
-from .processing.processor import MegrezProcessor  # noqa: E402
+# Resolved on first use (PEP 562) so `megrez-mobile --help` and `import megrez_mobile.errors` stay instant
+# instead of importing torch, librosa and FFmpeg.
+_EXPORTS = {
+    "MegrezOmni": "megrez_mobile.model.omni",
+    "MegrezProcessor": "megrez_mobile.processing.processor",
+    "MegrezConfig": "megrez_mobile.config",
+    "PreprocessorConfig": "megrez_mobile.config",
+    **{name: "megrez_mobile.errors" for name in (
+        "MegrezError", "CheckpointError", "InputError", "ImageError", "AudioError", "ChatFormatError",
+        "ContextOverflowError")},
+}
+__all__ = list(_EXPORTS)
 
-__all__ = ["MegrezOmni", "MegrezProcessor", "MegrezConfig", "PreprocessorConfig", "MegrezError", "CheckpointError",
-           "InputError", "ImageError", "AudioError", "ChatFormatError", "ContextOverflowError"]
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'megrez_mobile' has no attribute {name!r}")
