@@ -57,11 +57,7 @@ def test_decoder_at_large_positions_matches_transformers(tiny_model, hf_llama):
     positions = torch.arange(3000, 3064)
     with torch.no_grad():
         embeds = tiny_model.embed_tokens(ids)
-        state = tiny_model._detach_cache()
-        try:
-            ours = tiny_model.llm(embeds, positions)
-        finally:
-            tiny_model._attach_cache(state)
+        ours = tiny_model.llm(embeds, positions, use_cache=False)
         theirs = hf_llama(inputs_embeds=embeds, position_ids=positions[None]).logits
     torch.testing.assert_close(ours, theirs, atol=ATOL, rtol=1e-4)
 

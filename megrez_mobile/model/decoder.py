@@ -74,14 +74,14 @@ class Attention(nn.Module):
         self.kv_cache: KVCache | None = None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
-                mask: torch.Tensor) -> torch.Tensor:
+                mask: torch.Tensor, use_cache: bool) -> torch.Tensor:
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q = apply_rope(q, cos.to(q.dtype), sin.to(q.dtype))
         k = apply_rope(k, cos.to(k.dtype), sin.to(k.dtype))
-        if self.kv_cache is not None:
+        if use_cache and self.kv_cache is not None:
             k, v = self.kv_cache.update(positions, k, v)
         # GQA by expanding the shared KV heads (plain view ops; no enable_gqa fast path in the export path).
         groups = self.num_heads // self.num_kv_heads
@@ -111,8 +111,8 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x, cos, sin, positions, mask):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, positions, mask)
+    def forward(self, x, cos, sin, positions, mask, use_cache):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, positions, mask, use_cache)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -150,30 +150,33 @@ class MegrezLLM(nn.Module):
             layer.self_attn.kv_cache = None
 
     @property
+    def _cache(self) -> KVCache | None:
+        return self.model.layers[0].self_attn.kv_cache if len(self.model.layers) else None
+
+    @property
     def max_context(self) -> int | None:
-        cache = self.model.layers[0].self_attn.kv_cache if len(self.model.layers) else None
-        return cache.max_context if cache is not None else None
+        return self._cache.max_context if self._cache is not None else None
 
     # --- forward --------------------------------------------------------------------------------------------
-    def hidden_states(self, embeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def hidden_states(self, embeds: torch.Tensor, positions: torch.Tensor, use_cache: bool = True) -> torch.Tensor:
         """Final-norm hidden states [1, T, D] for embeddings [1, T, D] at integer positions [T].
 
-        With a KV cache the tokens attend to every cached slot at a position <= their own; without one they
-        attend causally among themselves.
+        With an attached KV cache (and `use_cache`) the tokens are written into it and attend to every cached
+        slot at a position <= their own; otherwise they attend causally among themselves and the cache is untouched.
         """
-        cache = self.model.layers[0].self_attn.kv_cache if len(self.model.layers) else None
+        cache = self._cache if use_cache else None
         key_positions = (torch.arange(cache.max_context, device=positions.device) if cache is not None
                          else positions)
         mask = key_positions[None, :] <= positions[:, None]
         cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
         x = embeds
         for layer in self.model.layers:
-            x = layer(x, cos, sin, positions, mask)
+            x = layer(x, cos, sin, positions, mask, cache is not None)
         return self.model.norm(x)
 
-    def forward(self, embeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def forward(self, embeds: torch.Tensor, positions: torch.Tensor, use_cache: bool = True) -> torch.Tensor:
         """Logits of every position [1, T, V]."""
-        return self.lm_head(self.hidden_states(embeds, positions))
+        return self.lm_head(self.hidden_states(embeds, positions, use_cache))
 
     def last_logits(self, embeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Logits of the last position only [1, V]: the decode path never materialises [T, V]."""

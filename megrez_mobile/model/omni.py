@@ -81,12 +81,7 @@ class MegrezOmni(nn.Module):
 
     def logits_from_embeddings(self, embeds: torch.Tensor) -> torch.Tensor:
         """[1, S, D] -> logits at every position [1, S, V] (causal, no cache)."""
-        positions = torch.arange(embeds.shape[1])
-        cache_state = self._detach_cache()
-        try:
-            return self.llm(embeds, positions)
-        finally:
-            self._attach_cache(cache_state)
+        return self.llm(embeds, torch.arange(embeds.shape[1]), use_cache=False)
 
     def text_logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         """[1, S] int64 -> [1, S, V]."""
@@ -119,16 +114,6 @@ class MegrezOmni(nn.Module):
                                  "build inputs with MegrezProcessor.build_inputs")
             embeds[0, start + 1:end] = feats.to(embeds.dtype)
         return embeds
-
-    # --- KV cache plumbing for the no-cache component calls ------------------------------------------------
-    def _detach_cache(self):
-        caches = [layer.self_attn.kv_cache for layer in self.llm.model.layers]
-        self.llm.drop_kv_cache()
-        return caches
-
-    def _attach_cache(self, caches) -> None:
-        for layer, cache in zip(self.llm.model.layers, caches):
-            layer.self_attn.kv_cache = cache
 
     # --- chat -----------------------------------------------------------------------------------------------
     @torch.inference_mode()
