@@ -13,9 +13,12 @@ _EXPORTS = {
     "MegrezProcessor": "megrez_mobile.processing.processor",
     "MegrezConfig": "megrez_mobile.config",
     "PreprocessorConfig": "megrez_mobile.config",
+    "Bundle": "megrez_mobile.runtime.session",
+    "Recipe": "megrez_mobile.export.recipe",
+    "export_bundle": "megrez_mobile.export.pipeline",
     **{name: "megrez_mobile.errors" for name in (
         "MegrezError", "CheckpointError", "InputError", "ImageError", "AudioError", "ChatFormatError",
-        "ContextOverflowError")},
+        "ContextOverflowError", "RecipeError", "ExportError", "BundleError")},
 }
 __all__ = list(_EXPORTS)
 

@@ -155,6 +155,78 @@ def run(checkpoint: Path, prompt: str, image, audio, system, dtype, **sampling):
     _answer(model, inputs, **sampling)
 
 
+class _StageLog:
+    """Prints each export stage with the time since the export started."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        click.echo(f"[{time.perf_counter() - self.start:7.1f} s] {message}", err=True)
+
+
+def _summary_table(manifest) -> str:
+    rows = [("method", "backend", "quantization", "bytes", "delegated", "export s")]
+    for m in manifest.program.methods:
+        rows.append((m.name, m.backend, m.quantization, "", f"{m.coverage_percent:.0f}% of {m.total_ops} ops",
+                     f"{m.export_seconds:.1f}"))
+    rows.append((manifest.program.file.file, manifest.program.backend, "", f"{manifest.program.file.bytes:,}", "", ""))
+    rows.append((manifest.tokenizer.file, "", "", f"{manifest.tokenizer.bytes:,}", "", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--recipe", "-r", default="xnnpack-8da4w", show_default=True,
+              help="A shipped recipe name (see export/*.yaml) or a path to a recipe YAML file.")
+@click.option("--output", "-o", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The bundle directory to write (it appears only when the export is complete).")
+@click.option("--max-context", type=int, default=None,
+              help="Override the recipe: KV-cache length (prompt + answers of a whole conversation).")
+@click.option("--max-seq-len", type=int, default=None,
+              help="Override the recipe: the longest single segment (text run, or a 30 s clip's 752 tokens).")
+@click.option("--overwrite", is_flag=True, help="Replace the output directory if it exists.")
+@_friendly_errors
+def export(checkpoint: Path, recipe: str, out: Path, max_context, max_seq_len, overwrite: bool):
+    """Export CHECKPOINT into a bundle: one model.pte + tokenizer.json + manifest.json.
+
+    \b
+    The .pte has the methods ExecuTorch's stock MultimodalRunner (Android LlmModule, iOS
+    MultimodalRunner) calls: token_embedding, text_decoder, vision_encoder, audio_encoder, plus
+    audio_preprocessor (waveform -> log-mel) for apps, and the metadata constants.
+    \b
+    Shipped recipes:
+      xnnpack-8da4w   phones and Linux boards (CPU): 4-bit decoder, 8-bit lm_head/embedding/encoders
+      xnnpack-fp32    the float reference (large); for checking lowering against quantization
+      vulkan-8da4w    Android GPUs (runs only on a device with a Vulkan ExecuTorch runtime)
+      coreml-fp16     Apple devices via Core ML (runs only on iOS 18+/macOS 15+)
+      coreml-4w       Core ML with 4-bit weights (iOS 18+)
+    \b
+    Example:
+      megrez-mobile export Megrez-3B-Omni/ --recipe xnnpack-8da4w -o megrez-xnnpack-8da4w/
+    """
+    _quiet_export_warnings()
+    from .export.pipeline import export_bundle
+    from .export.recipe import Recipe
+
+    chosen = Recipe.load(recipe).with_overrides(max_context=max_context, max_seq_len=max_seq_len)
+    result = export_bundle(checkpoint, chosen, out, overwrite=overwrite, on_stage=_StageLog(),
+                           on_weights=_Progress("reading weights"))
+    click.echo(_summary_table(result.manifest))
+    click.echo(f"wrote bundle {out} in {result.seconds:.1f} s", err=True)
+
+
+def _quiet_export_warnings() -> None:
+    """torch.export and ExecuTorch emit deprecation chatter meant for their own developers, not our users."""
+    import logging
+    import warnings
+
+    for category in (FutureWarning, DeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category)
+    logging.getLogger("torch").setLevel(logging.ERROR)
+
+
 @cli.command()
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the tiny checkpoint here (default: a temporary directory, removed afterwards).")

@@ -160,6 +160,10 @@ class ImageProcessingConfig:
     image_feature_size: int = 64
     # Refuse images larger than this before decoding them (decompression bombs); 64 MP covers any phone camera.
     max_pixels: int = 64_000_000
+    # Longest side of any slice, in pixels (a multiple of patch_size). The exported vision program is sized for
+    # it: what the delegate does not run is memory-planned at max_slice_side². Only images more elongated than
+    # 16:1 reach it (448·√16 = 1792); they are scaled down to fit, where the official processor would not.
+    max_slice_side: int = 1792
 
 
 @dataclass(frozen=True)
@@ -213,6 +217,9 @@ class PreprocessorConfig:
         image = _pick(ImageProcessingConfig, raw, PREPROCESSOR_CONFIG_FILE)
         audio = _pick(AudioProcessingConfig, raw, PREPROCESSOR_CONFIG_FILE)
         markers = _pick(MarkerTokens, raw, PREPROCESSOR_CONFIG_FILE)
+        if image.max_slice_side % image.patch_size or image.max_slice_side < image.scale_resolution:
+            raise CheckpointError(f"{PREPROCESSOR_CONFIG_FILE}: max_slice_side={image.max_slice_side} must be a "
+                                  f"multiple of patch_size={image.patch_size} and >= scale_resolution")
         if image.scale_resolution % image.patch_size or image.max_slice_nums < 1:
             raise CheckpointError(f"{PREPROCESSOR_CONFIG_FILE}: scale_resolution={image.scale_resolution} must be a "
                                   f"multiple of patch_size={image.patch_size} and max_slice_nums >= 1")

@@ -29,3 +29,15 @@ class ChatFormatError(InputError):
 
 class ContextOverflowError(InputError):
     """The prompt does not fit into the model's context window."""
+
+
+class RecipeError(MegrezError):
+    """An export recipe is malformed, matches nothing, or asks a backend for something it computes wrongly."""
+
+
+class ExportError(MegrezError):
+    """A method could not be exported or lowered."""
+
+
+class BundleError(MegrezError):
+    """A bundle directory is incomplete, corrupted (size/checksum mismatch) or from an incompatible version."""

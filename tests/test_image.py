@@ -166,6 +166,10 @@ def _reference_sizes(width, height, never_split=False):
     return source.size, slices, (None if grid is None else tuple(grid))
 
 
+# Upstream has no cap on a slice's side; ours (max_slice_side, what the exported vision program takes) only
+# bites beyond 16:1. Parity with upstream is checked with the cap lifted.
+UNCAPPED = ImageProcessingConfig(max_slice_side=14 * 2048)
+
 # input → (grid (cols, rows) or None, source (w, h), slice (w, h) or None, image tokens)
 SIZES = {
     (720, 1480): ((2, 3), (308, 644), (378, 518), 448),  # spec §4.3 worked example / data/sample_image.jpg
@@ -192,7 +196,7 @@ SIZES = {
 @pytest.mark.parametrize("size", list(SIZES), ids=[f"{w}x{h}" for w, h in SIZES])
 def test_slice_sizes_match_reference_and_table(size):
     width, height = size
-    source, slices, grid = slice_sizes(width, height)
+    source, slices, grid = slice_sizes(width, height, UNCAPPED)
     ref_source, ref_slices, ref_grid = _reference_sizes(width, height)
     assert source == ref_source
     assert slices == ref_slices
@@ -202,7 +206,7 @@ def test_slice_sizes_match_reference_and_table(size):
     assert (None if grid is None else (grid.cols, grid.rows)) == want_grid
     assert source == want_source
     assert slices == ([] if want_slice is None else [want_slice] * (want_grid[0] * want_grid[1]))
-    assert image_token_count(width, height) == want_tokens == (1 + len(slices)) * 64
+    assert image_token_count(width, height, UNCAPPED) == want_tokens == (1 + len(slices)) * 64
 
     for w, h in [source, *slices]:
         assert w % 14 == 0 and h % 14 == 0 and w >= 14 and h >= 14
@@ -218,8 +222,20 @@ def test_slice_sizes_match_reference_on_a_sweep():
     sizes += [(w, 448 * 448 // w) for w in range(100, 3000, 37)]
     for w, h in sizes:
         w, h = max(w, 1), max(h, 1)
-        source, slices, grid = slice_sizes(w, h)
+        source, slices, grid = slice_sizes(w, h, UNCAPPED)
         assert (source, slices, None if grid is None else (grid.cols, grid.rows)) == _reference_sizes(w, h), (w, h)
+        capped = slice_sizes(w, h)
+        assert all(max(side) <= 1792 for side in [capped[0], *capped[1]]), (w, h)
+        if max(w / h, h / w) <= 16:
+            assert capped == (source, slices, grid), (w, h)  # the cap never changes an ordinary image
+
+
+def test_elongated_images_are_scaled_to_the_exported_slice_bound():
+    assert slice_sizes(10000, 20) == ((1792, 14), [], None)
+    assert slice_sizes(20, 10000) == ((14, 1792), [], None)
+    source, slices, grid = slice_sizes(6000, 100)
+    assert max(source) == 1792 and all(max(s) <= 1792 for s in slices)
+    assert image_token_count(10000, 20) == 64
 
 
 def test_slice_mode_off_never_slices():

@@ -56,11 +56,7 @@ class MegrezOmni(nn.Module):
         model.eval().requires_grad_(False)
         if load_processor:
             model.processor = MegrezProcessor.from_pretrained(checkpoint_dir)
-            n_ids = model.processor.tokenizer.vocab_size
-            if n_ids > config.text.vocab_size:
-                # Runners sample over the tokenizer's ids: more ids than logits would read past the logits row.
-                raise CheckpointError(f"{checkpoint_dir}/tokenizer.json has {n_ids} ids but config.json's vocab_size "
-                                      f"is {config.text.vocab_size}: the tokenizer belongs to another model")
+            check_tokenizer_fits(model.processor, config, checkpoint_dir)
         return model
 
     def checkpoint_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -164,3 +160,11 @@ class MegrezOmni(nn.Module):
         cfg = SamplingConfig(sampling=sampling, temperature=temperature, top_p=top_p, top_k=top_k,
                              repetition_penalty=repetition_penalty, seed=seed)
         return self.generate(messages, max_new_tokens, cfg, stream).text
+
+
+def check_tokenizer_fits(processor: MegrezProcessor, config: MegrezConfig, checkpoint_dir: Path) -> None:
+    """Runners sample over the tokenizer's ids: more ids than logits would read past the logits row."""
+    n_ids = processor.tokenizer.vocab_size
+    if n_ids > config.text.vocab_size:
+        raise CheckpointError(f"{checkpoint_dir}/tokenizer.json has {n_ids} ids but config.json's vocab_size "
+                              f"is {config.text.vocab_size}: the tokenizer belongs to another model")

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..config import MegrezConfig, VisionConfig
 from ..errors import ImageError
+from .ops import LayerNorm, attention
 
 
 def navit_position_ids(h_patches: int, w_patches: int, num_patches_per_side: int) -> torch.Tensor:
@@ -44,10 +45,10 @@ def sincos_2d(h: int, w: int, dim: int) -> torch.Tensor:
         out = pos[:, None] * omega[None, :]
         return torch.cat((out.sin(), out.cos()), dim=-1)
 
-    col = encode(torch.arange(w, dtype=torch.float32))  # [w, dim/2]
-    row = encode(torch.arange(h, dtype=torch.float32))  # [h, dim/2]
-    table = torch.cat((col[None, :, :].expand(h, w, -1), row[:, None, :].expand(h, w, -1)), dim=-1)
-    return table.reshape(h * w, dim)
+    # Per-patch row/col indices first, so the [h·w, dim] table is built by elementwise ops only (no expand).
+    patch = torch.arange(h * w)
+    row, col = patch // w, patch % w
+    return torch.cat((encode(col.float()), encode(row.float())), dim=-1)
 
 
 class SiglipEmbeddings(nn.Module):
@@ -77,12 +78,12 @@ class SiglipAttention(nn.Module):
         self.out_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        q, k, v = (p(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+        """x [1, N, D] (one slice: every patch is valid, so no padding mask)."""
+        n, d = x.shape[1], x.shape[2]
+        q, k, v = (p(x).view(n, self.num_heads, self.head_dim).transpose(0, 1)
                    for p in (self.q_proj, self.k_proj, self.v_proj))
-        # One slice at a time: every patch is valid, so no padding mask.
-        out = F.scaled_dot_product_attention(q, k, v)
-        return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
+        out = attention(q, k, v)  # [heads, N, head_dim]
+        return self.out_proj(out.transpose(0, 1).reshape(1, n, d))
 
 
 class SiglipMLP(nn.Module):
@@ -99,9 +100,9 @@ class SiglipMLP(nn.Module):
 class SiglipEncoderLayer(nn.Module):
     def __init__(self, cfg: VisionConfig):
         super().__init__()
-        self.layer_norm1 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.layer_norm1 = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.self_attn = SiglipAttention(cfg)
-        self.layer_norm2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.layer_norm2 = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.mlp = SiglipMLP(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -122,7 +123,7 @@ class SiglipVisionTransformer(nn.Module):
         super().__init__()
         self.embeddings = SiglipEmbeddings(cfg)
         self.encoder = SiglipEncoder(cfg)
-        self.post_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.post_layernorm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.layers_used = layers_used
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -144,15 +145,17 @@ class PackedMultiheadAttention(nn.Module):
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """query [Q, D], key/value [L, D] -> [Q, D]."""
-        wq, wk, wv = self.in_proj_weight.chunk(3)
-        bq, bk, bv = self.in_proj_bias.chunk(3)
         d = query.shape[-1]
-        hd = d // self.num_heads
-        q = F.linear(query, wq, bq).view(-1, self.num_heads, hd).transpose(0, 1)
-        k = F.linear(key, wk, bk).view(-1, self.num_heads, hd).transpose(0, 1)
-        v = F.linear(value, wv, bv).view(-1, self.num_heads, hd).transpose(0, 1)
-        out = F.scaled_dot_product_attention(q, k, v)
+        q, k, v = (self.project(x, i).view(x.shape[0], self.num_heads, d // self.num_heads).transpose(0, 1)
+                   for i, x in enumerate((query, key, value)))
+        out = attention(q, k, v)
         return self.out_proj(out.transpose(0, 1).reshape(-1, d))
+
+    def project(self, x: torch.Tensor, which: int) -> torch.Tensor:
+        """The q (0), k (1) or v (2) input projection."""
+        d = self.out_proj.in_features
+        rows = slice(which * d, (which + 1) * d)
+        return F.linear(x, self.in_proj_weight[rows], self.in_proj_bias[rows])
 
 
 class Resampler(nn.Module):
@@ -164,9 +167,9 @@ class Resampler(nn.Module):
         self.query = nn.Parameter(torch.empty(num_queries, embed_dim))
         self.kv_proj = nn.Linear(kv_dim, embed_dim, bias=False)
         self.attn = PackedMultiheadAttention(embed_dim, num_heads)
-        self.ln_q = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.ln_kv = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.ln_post = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.ln_q = LayerNorm(embed_dim, eps=1e-6)
+        self.ln_kv = LayerNorm(embed_dim, eps=1e-6)
+        self.ln_post = LayerNorm(embed_dim, eps=1e-6)
         self.proj = nn.Parameter(torch.empty(embed_dim, embed_dim))
 
     def forward(self, patches: torch.Tensor, h_patches: int, w_patches: int) -> torch.Tensor:

@@ -147,15 +147,20 @@ def _ensure_divide(length: float, divisor: int) -> int:
     return max(round(length / divisor) * divisor, divisor)
 
 
-def _find_best_resize(size: tuple[float, float], scale_resolution: int, patch_size: int,
+def _find_best_resize(size: tuple[float, float], config: ImageProcessingConfig,
                       allow_upscale: bool) -> tuple[int, int]:
     width, height = size
-    if width * height > scale_resolution * scale_resolution or allow_upscale:
+    s = config.scale_resolution
+    if width * height > s * s or allow_upscale:
         # Same area as scale_resolution², same aspect ratio; int() truncates as upstream does.
         r = width / height
-        height = int(scale_resolution / math.sqrt(r))
+        height = int(s / math.sqrt(r))
         width = int(height * r)
-    return _ensure_divide(width, patch_size), _ensure_divide(height, patch_size)
+    longest = max(width, height)
+    if longest > config.max_slice_side:
+        # Beyond what the exported vision program takes (only for > 16:1 images): keep the aspect, shrink.
+        width, height = width * config.max_slice_side / longest, height * config.max_slice_side / longest
+    return _ensure_divide(width, config.patch_size), _ensure_divide(height, config.patch_size)
 
 
 def _sliced_grid(width: int, height: int, max_slice_nums: int, scale_resolution: int) -> SliceGrid | None:
@@ -195,12 +200,12 @@ def slice_sizes(width: int, height: int, config: ImageProcessingConfig = _DEFAUL
     # whose sides need not be multiples of the patch size, which the vision program cannot take).
     grid = _sliced_grid(width, height, config.max_slice_nums, s) if config.slice_mode else None
     if grid is None:
-        return _find_best_resize((width, height), s, p, allow_upscale=True), [], None
-    source = _find_best_resize((width, height), s, p, allow_upscale=False)
+        return _find_best_resize((width, height), config, allow_upscale=True), [], None
+    source = _find_best_resize((width, height), config, allow_upscale=False)
     # Refined image = one best-size cell × grid, so all crops have the same size.
     cell_w = _ensure_divide(width, grid.cols) / grid.cols
     cell_h = _ensure_divide(height, grid.rows) / grid.rows
-    cell = _find_best_resize((cell_w, cell_h), s, p, allow_upscale=True)
+    cell = _find_best_resize((cell_w, cell_h), config, allow_upscale=True)
     return source, [cell] * grid.count, grid
 
 

@@ -1,0 +1,144 @@
+"""Backend packing: partitioners per method and backend, edge lowering, and delegation coverage.
+
+Quantization already happened (quantize.py); this stage only decides which delegate runs which op.
+`token_embedding` is never delegated: its (quantized) table lookup runs as `quantized_decomposed::embedding_*`
+on ExecuTorch's portable/quantized kernels, as in ExecuTorch's own LLM exports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.export import ExportedProgram
+
+from ..errors import ExportError
+from .recipe import Recipe
+
+# Graph nodes that move no data worth counting when measuring how much of a method a delegate runs.
+_BOOKKEEPING = {"getitem", "_assert_scalar", "sym_size", "sym_constrain_range_for_size", "_local_scalar_dense",
+                "alloc", "executorch_call_delegate", "sym_storage_offset", "_assert_async"}
+
+
+@dataclass(frozen=True)
+class Coverage:
+    delegated_ops: int
+    total_ops: int
+    delegates: int
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.delegated_ops / self.total_ops if self.total_ops else 100.0
+
+
+def partitioners(recipe: Recipe, method: str) -> list:
+    if method == "token_embedding" or recipe.backend == "portable":
+        return []
+    if recipe.backend == "xnnpack":
+        from executorch.backends.xnnpack.partition.config.xnnpack_config import ConfigPrecisionType
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+        # One delegate per dynamically quantized linear keeps packing memory per layer; then the rest greedily.
+        return [XnnpackPartitioner(config_precisions=ConfigPrecisionType.DYNAMIC_QUANT, per_op_mode=True),
+                XnnpackPartitioner()]
+    if recipe.backend == "vulkan":
+        from executorch.backends.vulkan.partitioner.vulkan_partitioner import VulkanPartitioner
+
+        return [VulkanPartitioner({"require_dynamic_shapes": True,
+                                   "force_fp16": recipe.options.compute_precision == "fp16"})]
+    if recipe.backend == "coreml":
+        import coremltools as ct
+        from executorch.backends.apple.coreml.compiler import CoreMLBackend
+        from executorch.backends.apple.coreml.partition import CoreMLPartitioner
+
+        precision = ct.precision.FLOAT16 if recipe.options.compute_precision == "fp16" else ct.precision.FLOAT32
+        target = getattr(ct.target, recipe.options.minimum_deployment_target)
+        specs = CoreMLBackend.generate_compile_specs(minimum_deployment_target=target, compute_precision=precision,
+                                                     compute_unit=ct.ComputeUnit.ALL)
+        # The KV cache stays with ExecuTorch's update_cache op (CPU): Core ML takes no mutable buffers here.
+        return [CoreMLPartitioner(compile_specs=specs, take_over_mutable_buffer=False)]
+    raise ExportError(f"no partitioner for backend {recipe.backend!r}")
+
+
+def infer_symbolic_view_dims(graph_module: torch.fx.GraphModule):
+    """Rewrite `view_copy(x, [s0*s1, 64])` as `view_copy(x, [-1, 64])` where exactly one dim is symbolic.
+
+    torch.export records reshapes with symbolic sizes, which XNNPACK refuses to delegate ("Symbolic reshape is not
+    supported"); with the one dynamic dim inferred the reshape means the same and stays inside the delegate.
+    """
+    from executorch.exir.dialects._ops import ops as exir_ops
+    from torch.fx.passes.infra.pass_base import PassResult
+
+    changed = False
+    for node in graph_module.graph.nodes:
+        if node.op == "call_function" and node.target == exir_ops.edge.aten.view_copy.default:
+            shape = list(node.args[1])
+            symbolic = [i for i, d in enumerate(shape) if not isinstance(d, int)]
+            if len(symbolic) == 1 and -1 not in shape:
+                shape[symbolic[0]] = -1
+                node.args = (node.args[0], shape)
+                changed = True
+    if changed:
+        graph_module.graph.eliminate_dead_code()
+        graph_module.recompile()
+    return PassResult(graph_module, changed)
+
+
+def lower_method(recipe: Recipe, method: str, program: ExportedProgram) -> tuple[ExportedProgram, Coverage]:
+    """Lower one exported method to the edge dialect with its delegates; returns the edge program."""
+    from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
+
+    try:
+        edge = to_edge_transform_and_lower(
+            {method: program}, transform_passes=[infer_symbolic_view_dims],
+            partitioner={method: partitioners(recipe, method)},
+            compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True))
+    except Exception as e:  # noqa: BLE001 - re-raised with the method and backend named
+        raise ExportError(f"lowering {method} for {recipe.backend} failed: {type(e).__name__}: {e}") from e
+    edge_program = edge.exported_program(method)
+    return edge_program, delegation_coverage(edge_program)
+
+
+def delegation_coverage(edge_program: ExportedProgram) -> Coverage:
+    """Ops run inside delegates vs all compute ops of a lowered method."""
+    delegated = total = delegates = 0
+    graph_module = edge_program.graph_module
+    for node in graph_module.graph.nodes:
+        if node.op != "call_function":
+            continue
+        name = _op_name(node.target)
+        if name == "executorch_call_delegate":
+            delegates += 1
+            lowered = getattr(graph_module, node.args[0].target)
+            inner = _count_ops(lowered.original_module.graph_module)
+            delegated += inner
+            total += inner
+        elif name not in _BOOKKEEPING:
+            total += 1
+    return Coverage(delegated, total, delegates)
+
+
+def _count_ops(graph_module: torch.fx.GraphModule) -> int:
+    return sum(1 for n in graph_module.graph.nodes
+               if n.op == "call_function" and _op_name(n.target) not in _BOOKKEEPING)
+
+
+def _op_name(target) -> str:
+    name = getattr(target, "__name__", str(target))
+    return name.split(".")[0]
+
+
+def to_executorch(edge_programs: dict[str, ExportedProgram], constant_methods: dict):
+    """Join the lowered methods into one program and run ExecuTorch's memory planning."""
+    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig
+    from executorch.exir.passes import MemoryPlanningPass
+    from executorch.exir.program import EdgeProgramManager
+
+    manager = EdgeProgramManager(edge_programs, constant_methods=constant_methods,
+                                 compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True))
+    return manager.to_executorch(ExecutorchBackendConfig(
+        extract_delegate_segments=True,
+        # Fuses torchao's dequantize + embedding into quantized_decomposed::embedding_{byte,4bit}.
+        do_quant_fusion_and_const_prop=True,
+        # Inputs come from the caller's buffers (from_blob), so they take no planned memory.
+        memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False)))

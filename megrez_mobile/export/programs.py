@@ -1,0 +1,171 @@
+"""The five methods of the program, as modules torch.export takes, per the contract in DESIGN.md.
+
+Each wrapper reuses the eager model's own submodules (and so their weights, quantized or not), and adds only
+what the runner contract asks for: batch dims, a single input per encoder, last-position logits, and a
+decoder whose KV cache and attention are ExecuTorch's `llama::update_cache` / `llama::custom_sdpa`.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.export import Dim
+
+from ..config import MegrezConfig, PreprocessorConfig
+from ..model.decoder import MegrezLLM, apply_rope, rope_cos_sin
+from ..model.omni import MegrezOmni
+from ..model.vision import PackedMultiheadAttention
+from ..processing.audio import LogMelSpectrogram
+from .recipe import ExportOptions
+
+
+def load_custom_ops() -> None:
+    """Register `llama::custom_sdpa` / `llama::update_cache` with torch (and their ExecuTorch kernels)."""
+    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+
+
+class TokenEmbedding(nn.Module):
+    """int64 [1, T] -> [1, T, D]."""
+
+    def __init__(self, model: MegrezOmni):
+        super().__init__()
+        self.embed_tokens = model.llm.model.embed_tokens
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embed_tokens(input_ids)
+
+
+class TextDecoder(nn.Module):
+    """embeddings [1, T, D], start position int64 [1] -> logits of the last position [1, V].
+
+    The runner passes `[pos]` because the position input's (static) size is 1; positions pos..pos+T-1 are built
+    in-graph. The KV cache is [1, max_context, kv_heads, head_dim] per layer (the layout `update_cache` writes),
+    and `custom_sdpa(is_causal=True)` attends to cache slots [0, pos + i] only, so stale slots past the current
+    position (a rewound conversation, or the undefined initial content of a mutable buffer) are never read.
+    """
+
+    def __init__(self, llm: MegrezLLM, max_context: int):
+        super().__init__()
+        load_custom_ops()
+        self.llm = llm
+        cfg = llm.config
+        self.max_context = max_context
+        shape = (1, max_context, cfg.num_key_value_heads, cfg.head_dim)
+        for i in range(cfg.num_hidden_layers):
+            self.register_buffer(f"k_cache_{i}", torch.zeros(shape), persistent=False)
+            self.register_buffer(f"v_cache_{i}", torch.zeros(shape), persistent=False)
+
+    def forward(self, embeds: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        cfg = self.llm.config
+        t = embeds.shape[1]
+        start = input_pos[0].item()
+        torch._check_is_size(start)
+        torch._check(start + t <= self.max_context)
+        cos, sin = rope_cos_sin(torch.arange(t) + start, cfg.head_dim, cfg.rope_theta)
+        cos, sin = cos[None, :, None, :], sin[None, :, None, :]  # broadcast over [1, T, heads, head_dim]
+        x = embeds
+        for i, layer in enumerate(self.llm.model.layers):
+            attn = layer.self_attn
+            h = layer.input_layernorm(x)
+            q = apply_rope(attn.q_proj(h).view(1, t, attn.num_heads, attn.head_dim), cos, sin)
+            k = apply_rope(attn.k_proj(h).view(1, t, attn.num_kv_heads, attn.head_dim), cos, sin)
+            v = attn.v_proj(h).view(1, t, attn.num_kv_heads, attn.head_dim)
+            k_cache, v_cache = getattr(self, f"k_cache_{i}"), getattr(self, f"v_cache_{i}")
+            torch.ops.llama.update_cache(k, k_cache, start)
+            torch.ops.llama.update_cache(v, v_cache, start)
+            y = torch.ops.llama.custom_sdpa(q, k_cache, v_cache, start, None, 0, True)
+            x = x + attn.o_proj(y.reshape(1, t, attn.num_heads * attn.head_dim))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        # RMSNorm is per position: normalising only the last one gives the same logits for 1/T of the work.
+        return self.llm.lm_head(self.llm.model.norm(x[:, -1, :]))
+
+
+class SplitInProjection(PackedMultiheadAttention):
+    """The resampler's packed attention with in_proj cut into three nn.Linear once, at export time: a delegate
+    runs a linear only when its weight is a constant, not a slice computed in the graph."""
+
+    def __init__(self, packed: PackedMultiheadAttention):
+        nn.Module.__init__(self)
+        self.num_heads, self.out_proj = packed.num_heads, packed.out_proj
+        d = packed.out_proj.in_features
+        self.in_proj = nn.ModuleList(nn.Linear(d, d) for _ in range(3))
+        with torch.no_grad():
+            for proj, w, b in zip(self.in_proj, packed.in_proj_weight.chunk(3), packed.in_proj_bias.chunk(3)):
+                proj.weight.copy_(w)
+                proj.bias.copy_(b)
+
+    def project(self, x: torch.Tensor, which: int) -> torch.Tensor:
+        return self.in_proj[which](x)
+
+
+class VisionEncoder(nn.Module):
+    """One uint8 slice [1, 3, H, W] (H, W multiples of 14) -> [1, 64, D]; grid, position ids, table in-graph."""
+
+    def __init__(self, model: MegrezOmni):
+        super().__init__()
+        # Shallow copies, so the eager model keeps its own (checkpoint-shaped) attention module.
+        resampler = copy.copy(model.vision.resampler)
+        resampler._modules = {**resampler._modules, "attn": SplitInProjection(model.vision.resampler.attn)}
+        self.vision = copy.copy(model.vision)
+        self.vision._modules = {**self.vision._modules, "resampler": resampler}
+
+    def forward(self, slice_chw: torch.Tensor) -> torch.Tensor:
+        return self.vision(slice_chw).unsqueeze(0)
+
+
+class AudioEncoder(nn.Module):
+    """One clip's valid log-mel frames [1, 128, F] -> [1, F/4 + 2, D] including the learned audio BOS/EOS."""
+
+    def __init__(self, model: MegrezOmni):
+        super().__init__()
+        self.audio = model.audio
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.audio(mel)
+
+
+@dataclass
+class MethodSpec:
+    """How to export one method: the module, example inputs, dynamic shapes, and which model part it owns."""
+
+    name: str
+    build: Callable[[], nn.Module]
+    example_inputs: tuple[torch.Tensor, ...]
+    dynamic_shapes: Any
+    # Checkpoint key prefixes of the weights this method needs (streamed in just before it is exported).
+    weight_prefixes: tuple[str, ...]
+    # Vision export needs size-oblivious shapes so that one-patch-high/wide slices stay in the same program.
+    size_oblivious: bool = False
+
+
+def method_specs(model: MegrezOmni, options: ExportOptions,
+                 preprocessor: PreprocessorConfig) -> list[MethodSpec]:
+    """The methods in export order: small ones first, the decoder (the memory peak) last."""
+    cfg: MegrezConfig = model.config
+    d = cfg.text.hidden_size
+    patch = cfg.vision.patch_size
+    seq = Dim("seq", min=1, max=options.max_seq_len)
+    side = preprocessor.image.max_slice_side // patch  # the slicer never produces a longer side
+    rows, cols = (Dim(n, min=1, max=side) for n in ("rows", "cols"))
+    max_pairs = cfg.audio.n_ctx  # 1500 encoder positions = 3000 mel frames = 30 s
+    mel_pairs = Dim("mel_pairs", min=2, max=max_pairs)
+    audio = preprocessor.audio
+    samples = Dim("samples", min=audio.hop_length, max=audio.samples_per_clip)
+    return [
+        MethodSpec("audio_preprocessor", lambda: LogMelSpectrogram(audio), (torch.zeros(audio.sampling_rate),),
+                   ({0: samples},), ()),
+        MethodSpec("token_embedding", lambda: TokenEmbedding(model), (torch.zeros(1, 4, dtype=torch.long),),
+                   ({1: seq},), ("llm.model.embed_tokens.",)),
+        MethodSpec("vision_encoder", lambda: VisionEncoder(model),
+                   (torch.zeros(1, 3, 4 * patch, 3 * patch, dtype=torch.uint8),),
+                   ({2: patch * rows, 3: patch * cols},), ("vision.",), size_oblivious=True),
+        MethodSpec("audio_encoder", lambda: AudioEncoder(model), (torch.zeros(1, cfg.audio.n_mels, 200),),
+                   ({2: 2 * mel_pairs},), ("audio.",)),
+        MethodSpec("text_decoder", lambda: TextDecoder(model.llm, options.max_context),
+                   (torch.zeros(1, 4, d), torch.zeros(1, dtype=torch.long)),
+                   ({1: seq}, None), ("llm.model.layers.", "llm.model.norm.", "llm.lm_head.")),
+    ]

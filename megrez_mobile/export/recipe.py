@@ -1,0 +1,237 @@
+"""Export recipes: data (export/*.yaml) read into typed objects, checked before any work starts.
+
+A recipe is an ordered list of rules "module-name pattern -> quantization scheme" (for linears, or for embeddings
+with `kind: embedding`; the first matching rule wins),
+a backend, and export options. Patterns are shell-style globs over the checkpoint's module names
+(`llm.model.layers.*.mlp.*`, `llm.lm_head`, `vision.*`, `audio.*`), so they read like the official weights.
+What a backend cannot run correctly is refused here, with the reason, before a weight is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import RecipeError
+
+# The shipped recipes live in the repository's export/ folder (the package is installed editable, as the README says).
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "export"
+
+BACKENDS = ("xnnpack", "vulkan", "coreml", "portable")
+# scheme -> (weight bits, dynamic int8 activations?). "none" keeps the float weights.
+SCHEMES = {"none": (None, False), "8da4w": (4, True), "8da8w": (8, True), "4w": (4, False), "8w": (8, False)}
+METHODS = ("token_embedding", "text_decoder", "vision_encoder", "audio_encoder", "audio_preprocessor")
+
+
+@dataclass(frozen=True)
+class QuantScheme:
+    """One quantization: `scheme` from SCHEMES, `group_size` 0 = per output channel."""
+
+    scheme: str = "none"
+    group_size: int = 0
+    # HQQ scale-only search for the weight scales (ExecuTorch's and optimum's default for 4-bit).
+    hqq: bool = True
+
+    @property
+    def weight_bits(self) -> int | None:
+        return SCHEMES[self.scheme][0]
+
+    @property
+    def dynamic_activations(self) -> bool:
+        return SCHEMES[self.scheme][1]
+
+    @property
+    def weight_only(self) -> bool:
+        return self.weight_bits is not None and not self.dynamic_activations
+
+    def describe(self) -> str:
+        if self.scheme == "none":
+            return "float"
+        return f"{self.scheme} " + (f"g{self.group_size}" if self.group_size else "per-channel")
+
+
+KINDS = ("linear", "embedding")
+
+
+@dataclass(frozen=True)
+class QuantRule:
+    pattern: str
+    quant: QuantScheme
+    # Which modules the rule is about: nn.Linear ("linear", the default) or nn.Embedding ("embedding").
+    kind: str = "linear"
+
+    def matches(self, module_name: str, kind: str) -> bool:
+        return kind == self.kind and fnmatch.fnmatchcase(module_name, self.pattern)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Shape bounds and numerics shared by every method of the program."""
+
+    # KV-cache length = `get_max_context_len`: prompt + answer positions of a whole conversation.
+    max_context: int = 4096
+    # Upper bound of text_decoder's (and token_embedding's) dynamic length = `get_max_seq_len`. The stock
+    # MultimodalRunner never chunks a segment, so it must hold the longest one: a 30 s audio clip is 752 tokens.
+    max_seq_len: int = 1024
+    # Core ML only: the precision Core ML computes in ("fp16" or "fp32").
+    compute_precision: str = "fp32"
+    # Core ML only: deployment target (4-bit and per-group weights need iOS 18).
+    minimum_deployment_target: str = "iOS18"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    backend: str
+    rules: tuple[QuantRule, ...]
+    options: ExportOptions = field(default_factory=ExportOptions)
+    description: str = ""
+    # Where the recipe was read from (informational; not part of what it means).
+    source: str = ""
+
+    # --- reading ----------------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> "Recipe":
+        if not isinstance(data, Mapping):
+            raise RecipeError(f"{source}: a recipe is a mapping with name, backend, rules and options")
+        unknown = set(data) - {"name", "backend", "rules", "options", "description"}
+        if unknown:
+            raise RecipeError(f"{source}: unknown top-level key(s) {sorted(unknown)}; "
+                              "use name, description, backend, rules, options")
+        backend = data.get("backend")
+        if backend not in BACKENDS:
+            raise RecipeError(f"{source}: backend is {backend!r}; use one of {', '.join(BACKENDS)}")
+        rules = tuple(_parse_rule(r, i, source) for i, r in enumerate(data.get("rules") or []))
+        options = _parse_options(data.get("options") or {}, source)
+        return cls(name=str(data.get("name") or Path(source).stem), backend=backend, rules=rules,
+                   options=options, description=str(data.get("description") or "").strip(), source=source)
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> "Recipe":
+        """A shipped recipe by name (`xnnpack-8da4w`) or a YAML file path."""
+        import yaml
+
+        path = Path(name_or_path)
+        if not path.suffix:
+            path = _find_named(str(name_or_path))
+        if not path.is_file():
+            raise RecipeError(f"recipe file {path} does not exist; shipped recipes: {', '.join(shipped_recipes())}")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise RecipeError(f"{path} is not valid YAML: {e}") from e
+        return cls.from_dict(data, str(path))
+
+    def with_overrides(self, **overrides: Any) -> "Recipe":
+        """The recipe with option fields replaced (CLI flags); unknown fields are an error."""
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if not overrides:
+            return self
+        fields = {f.name for f in dataclasses.fields(ExportOptions)}
+        bad = set(overrides) - fields
+        if bad:
+            raise RecipeError(f"unknown export option(s) {sorted(bad)}; known: {sorted(fields)}")
+        return dataclasses.replace(self, options=_check_options(dataclasses.replace(self.options, **overrides),
+                                                                "overrides"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "backend": self.backend,
+                "rules": [{"pattern": r.pattern, "kind": r.kind, **dataclasses.asdict(r.quant)} for r in self.rules],
+                "options": dataclasses.asdict(self.options)}
+
+    # --- applying ---------------------------------------------------------------------------------------------
+    def scheme_for(self, module_name: str, kind: str) -> QuantScheme:
+        for rule in self.rules:
+            if rule.matches(module_name, kind):
+                return rule.quant
+        return QuantScheme()
+
+    def check(self, linear_names: Iterable[str], embedding_names: Iterable[str]) -> None:
+        """Refuse, before exporting, rules that match nothing and combinations the backend computes wrongly."""
+        names = {"linear": list(linear_names), "embedding": list(embedding_names)}
+        problems = []
+        for rule in self.rules:
+            if not any(rule.matches(n, rule.kind) for n in names[rule.kind]):
+                problems.append(f"rule {rule.pattern!r} ({rule.kind}) matches no {rule.kind} module; {rule.kind} "
+                                f"modules are named like {', '.join(_examples(names[rule.kind]))}")
+        for name in names["embedding"]:
+            q = self.scheme_for(name, "embedding")
+            if q.dynamic_activations:
+                problems.append(f"{name} is an embedding: {q.scheme} quantizes activations, which a table lookup "
+                                "has none of; use 8w or 4w")
+        for name in names["linear"]:
+            q = self.scheme_for(name, "linear")
+            reason = _backend_refuses(self.backend, q)
+            if reason:
+                problems.append(f"{name}: {q.scheme} on {self.backend}: {reason}")
+        if problems:
+            shown = problems[:12] + ([f"... and {len(problems) - 12} more"] if len(problems) > 12 else [])
+            raise RecipeError(f"recipe {self.name} ({self.source}) cannot be exported:\n  " + "\n  ".join(shown))
+
+
+def _backend_refuses(backend: str, q: QuantScheme) -> str | None:
+    if backend == "xnnpack" and q.weight_only:
+        return ("XNNPACK runs weight-only linears as an unscaled float GEMM on this stack and computes wrong numbers "
+                "(executorch_notes §4); use 8da4w or 8da8w")
+    if backend == "coreml" and q.dynamic_activations:
+        return "Core ML has no dynamic activation quantization (lowering fails with KeyError: torch.int8); use 4w or 8w"
+    if backend == "vulkan" and q.scheme == "8da8w":
+        return "Vulkan quantizes linears as 8da4w or 4w only; use one of those"
+    if backend == "portable" and q.scheme != "none":
+        return "the portable backend has no quantized linear kernels; use a delegate backend or scheme none"
+    return None
+
+
+def _parse_rule(raw: Any, i: int, source: str) -> QuantRule:
+    where = f"{source}: rules[{i}]"
+    if not isinstance(raw, Mapping) or "pattern" not in raw:
+        raise RecipeError(f"{where} must be a mapping like {{pattern: 'llm.model.layers.*', scheme: 8da4w}}")
+    unknown = set(raw) - {"pattern", "kind", "scheme", "group_size", "hqq"}
+    if unknown:
+        raise RecipeError(f"{where} has unknown key(s) {sorted(unknown)}; use pattern, kind, scheme, group_size, hqq")
+    kind = str(raw.get("kind", "linear"))
+    if kind not in KINDS:
+        raise RecipeError(f"{where}: kind {kind!r} is unknown; use one of {', '.join(KINDS)}")
+    scheme = str(raw.get("scheme", "none"))
+    if scheme not in SCHEMES:
+        raise RecipeError(f"{where}: scheme {scheme!r} is unknown; use one of {', '.join(SCHEMES)}")
+    group = int(raw.get("group_size", 0) or 0)
+    if group < 0 or (group and group % 2):
+        raise RecipeError(f"{where}: group_size {group} must be 0 (per channel) or a positive even number")
+    return QuantRule(str(raw["pattern"]), QuantScheme(scheme, group, bool(raw.get("hqq", True))), kind)
+
+
+def _parse_options(raw: Mapping[str, Any], source: str) -> ExportOptions:
+    fields = {f.name: f for f in dataclasses.fields(ExportOptions)}
+    unknown = set(raw) - set(fields)
+    if unknown:
+        raise RecipeError(f"{source}: unknown option(s) {sorted(unknown)}; known: {sorted(fields)}")
+    return _check_options(ExportOptions(**dict(raw)), source)
+
+
+def _check_options(o: ExportOptions, source: str) -> ExportOptions:
+    if not 2 <= o.max_seq_len <= o.max_context:
+        raise RecipeError(f"{source}: need 2 <= max_seq_len ({o.max_seq_len}) <= max_context ({o.max_context})")
+    if o.compute_precision not in ("fp16", "fp32"):
+        raise RecipeError(f"{source}: compute_precision must be fp16 or fp32")
+    return o
+
+
+def _examples(names: list[str]) -> list[str]:
+    picks = [n for n in names if ".layers.0." in n or ".blocks.0." in n or "layers" not in n and "blocks" not in n]
+    return (picks or names)[:4]
+
+
+def _find_named(name: str) -> Path:
+    if (RECIPES_DIR / f"{name}.yaml").is_file():
+        return RECIPES_DIR / f"{name}.yaml"
+    raise RecipeError(f"no recipe named {name!r}; shipped recipes: {', '.join(shipped_recipes())} "
+                      "(or pass a path to a .yaml file)")
+
+
+def shipped_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
