@@ -27,8 +27,9 @@ def navit_position_ids(h_patches: int, w_patches: int, num_patches_per_side: int
     step_w = torch.ones(()) / w_patches
     frac_h = (torch.arange(h_patches, dtype=torch.float32) * step_h).clamp(max=1.0 - 1e-6)
     frac_w = (torch.arange(w_patches, dtype=torch.float32) * step_w).clamp(max=1.0 - 1e-6)
-    rows = torch.bucketize(frac_h, boundaries, right=True)
-    cols = torch.bucketize(frac_w, boundaries, right=True)
+    # == torch.bucketize(frac, boundaries, right=True), with ops ExecuTorch has kernels for (it has no bucketize).
+    rows = (frac_h[:, None] >= boundaries[None, :]).sum(-1)
+    cols = (frac_w[:, None] >= boundaries[None, :]).sum(-1)
     return (rows[:, None] * num_patches_per_side + cols[None, :]).reshape(-1)
 
 

@@ -166,9 +166,16 @@ class MegrezProcessor:
             b.tokens([end])
 
     # --- chat template --------------------------------------------------------------------------------------
-    def build_inputs(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> MegrezInputs:
-        """Render `messages` with the chat template, load and slice/encode media, and compute the bounds."""
+    def build_inputs(self, messages: Sequence[Message], add_generation_prompt: bool = True,
+                     answer_token_ids: Mapping[str, Sequence[int]] | None = None) -> MegrezInputs:
+        """Render `messages` with the chat template, load and slice/encode media, and compute the bounds.
+
+        `answer_token_ids` maps an assistant answer's text to the ids the model generated for it; such answers are
+        spliced in as those ids instead of being re-tokenized (which need not give the same ids), so a runtime
+        that kept its KV cache can continue from exactly what it already computed.
+        """
         messages = _validate(messages)
+        answers = answer_token_ids or {}
         b = _SequenceBuilder()
         text = self.tokenizer.encode_text
 
@@ -194,7 +201,9 @@ class MegrezProcessor:
                     b.tokens(text(f"Audio {audio_index}: "))
                     self._add_audio(b, content["audio"])
                     b.tokens(text("\n"))
-                b.tokens(text(content.get("text") or ""))
+                body = content.get("text") or ""
+                known = answers.get(body) if msg["role"] == "assistant" else None
+                b.tokens(list(known) if known is not None else text(body))
 
             turn(msg["role"], fill)
         if add_generation_prompt:

@@ -1,0 +1,217 @@
+"""`Bundle.load(path).chat(messages)`: the bundle's model.pte run through `executorch.runtime`.
+
+The same messages as eager `MegrezOmni.chat`, built by the same processor from the manifest, fed segment by
+segment exactly as ExecuTorch's MultimodalRunner feeds them (token runs through token_embedding, each image
+slice and audio clip through its encoder, each segment through text_decoder at the running position).
+
+The KV cache lives inside the program and is kept between calls: a new call compares its prompt with what
+the cache already holds and prefills only from the first position that differs (answers this session
+generated are reused as their exact token ids), so a multi-turn chat costs only its new turn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..bundle import PROGRAM_FILE, TOKENIZER_FILE, Manifest, read_manifest, verify_files
+from ..config import PreprocessorConfig
+from ..errors import AudioError, BundleError, ContextOverflowError, ImageError, InputError
+from ..model.generation import GenerationResult, SamplingConfig, StreamFn, generate
+from ..processing.processor import Message, MegrezInputs, MegrezProcessor, Segment
+from ..processing.tokenizer import MegrezTokenizer
+
+# What one cached position holds: a token id, or (kind, media digest, offset) for encoder outputs.
+PositionKey = Any
+
+
+def load_runtime_kernels() -> None:
+    """Register the CPU kernels our programs use outside delegates (quantized embedding, llama custom ops)."""
+    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+    import executorch.kernels.quantized  # noqa: F401
+
+
+class Bundle:
+    """A verified bundle with its program loaded; also a chat session (the KV cache is its state)."""
+
+    def __init__(self, directory: Path, manifest: Manifest, program, processor: MegrezProcessor):
+        self.directory, self.manifest, self.processor = directory, manifest, processor
+        self._program = program
+        self._methods: dict[str, Any] = {}
+        self.max_context = int(manifest.context["max_context"])
+        self.max_seq_len = int(manifest.context["max_seq_len"])
+        self._cached: list[PositionKey] = []
+        self._answers: dict[str, list[int]] = {}
+
+    @classmethod
+    def load(cls, path: str | Path, verify_checksums: bool = True, threads: int | None = None) -> "Bundle":
+        """Read and verify the manifest and every file (sizes always, sha256 unless told not to), then load."""
+        directory = Path(path)
+        manifest = read_manifest(directory)
+        verify_files(directory, manifest, checksums=verify_checksums)
+        processor = MegrezProcessor(MegrezTokenizer.from_file(directory / TOKENIZER_FILE),
+                                    PreprocessorConfig.from_dict(manifest.front_end["preprocessor_config"]),
+                                    default_system_prompt=manifest.front_end.get("default_system_prompt"))
+        if list(processor.stop_ids) != list(manifest.front_end["stop_ids"]):
+            raise BundleError(f"{directory}/{TOKENIZER_FILE} gives stop ids {list(processor.stop_ids)} but the "
+                              f"manifest says {manifest.front_end['stop_ids']}: the tokenizer was replaced")
+        load_runtime_kernels()
+        from executorch.runtime import Runtime
+
+        if threads:
+            from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+            _unsafe_reset_threadpool(threads)
+        try:
+            program = Runtime.get().load_program(directory / PROGRAM_FILE)
+        except Exception as e:  # noqa: BLE001 - the runtime raises bare RuntimeErrors
+            raise BundleError(f"ExecuTorch could not load {directory / PROGRAM_FILE} ({type(e).__name__}: {e}). "
+                              f"It needs the {manifest.program.backend} backend; the Python wheel has XNNPACK and "
+                              "portable only (Vulkan and Core ML bundles run on devices).") from e
+        return cls(directory, manifest, program, processor)
+
+    # --- the program's methods ------------------------------------------------------------------------------
+    def method(self, name: str):
+        if name not in self._methods:
+            if name not in self._program.method_names:
+                raise BundleError(f"{self.directory / PROGRAM_FILE} has no method {name!r}")
+            try:
+                self._methods[name] = self._program.load_method(name)
+            except Exception as e:  # noqa: BLE001
+                raise BundleError(f"loading method {name} of {self.directory / PROGRAM_FILE} failed "
+                                  f"({type(e).__name__}: {e}); its backend ({self.manifest.program.backend}) may not "
+                                  "be available in this runtime") from e
+        return self._methods[name]
+
+    def run(self, name: str, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.method(name).execute(list(inputs))[0]
+
+    def embed_tokens(self, token_ids: Sequence[int]) -> torch.Tensor:
+        return self.run("token_embedding", torch.tensor([list(token_ids)], dtype=torch.long))
+
+    def encode_image_slice(self, slice_chw: torch.Tensor) -> torch.Tensor:
+        """uint8 [3, H, W] -> [1, 64, D]."""
+        side = self.processor.config.image.max_slice_side
+        if slice_chw.dtype != torch.uint8 or slice_chw.dim() != 3 or max(slice_chw.shape[1:]) > side:
+            raise ImageError(f"vision_encoder takes one uint8 [3, H, W] slice with sides <= {side}; got "
+                             f"{slice_chw.dtype} {list(slice_chw.shape)}. Use MegrezProcessor.slice_image.")
+        return self.run("vision_encoder", slice_chw.unsqueeze(0).contiguous())
+
+    def encode_audio(self, mel: torch.Tensor) -> torch.Tensor:
+        """log-mel [n_mels, F] of one clip -> [1, F/4 + 2, D]."""
+        if mel.dim() != 2 or not 4 <= mel.shape[1] <= 3000:
+            raise AudioError(f"audio_encoder takes one clip's log-mel [n_mels, F<=3000]; got {list(mel.shape)}")
+        return self.run("audio_encoder", mel.unsqueeze(0).float().contiguous())
+
+    def decode(self, embeds: torch.Tensor, start: int) -> torch.Tensor:
+        """Run text_decoder on [1, T, D] at positions start..start+T-1 -> last logits [V]."""
+        t = embeds.shape[1]
+        if start + t > self.max_context:
+            raise ContextOverflowError(f"positions {start}..{start + t - 1} do not fit the bundle's context of "
+                                       f"{self.max_context}; reset() the session or re-export with --max-context")
+        return self.run("text_decoder", embeds, torch.tensor([start], dtype=torch.long))[0]
+
+    # --- prefill --------------------------------------------------------------------------------------------
+    def _prefill_segments(self, segments: list[Segment], keys: list[PositionKey]) -> torch.Tensor:
+        """Prefill from the first position whose key differs from the cache; returns the last logits."""
+        reuse = _common_prefix(self._cached, keys)
+        if reuse == len(keys):  # identical prompt: recompute the last position to get its logits
+            reuse -= 1
+        position, logits = 0, None
+        for seg in segments:
+            end = position + seg.length
+            if end <= reuse:
+                position = end
+                continue
+            if seg.kind == "tokens":
+                start = max(position, reuse)
+                ids = seg.token_ids[start - position:]
+                for i in range(0, len(ids), self.max_seq_len):  # our runtime may chunk; the stock runner cannot
+                    chunk = ids[i:i + self.max_seq_len]
+                    logits = self.decode(self.embed_tokens(chunk), start + i)
+            else:  # an encoder segment is recomputed whole (its positions depend on one encoder call)
+                feats = self.encode_image_slice(seg.media) if seg.kind == "image" else self.encode_audio(seg.media)
+                if feats.shape[1] != seg.length:
+                    raise InputError(f"{seg.kind} encoder gave {feats.shape[1]} embeddings for a placeholder of "
+                                     f"{seg.length}; build inputs with MegrezProcessor.build_inputs")
+                logits = self.decode(feats, position)
+            position = end
+        self._cached = list(keys)
+        return logits
+
+    # --- chat -----------------------------------------------------------------------------------------------
+    def generate(self, messages: Sequence[Message], max_new_tokens: int = 100,
+                 sampling: SamplingConfig = SamplingConfig(), stream: StreamFn | None = None) -> GenerationResult:
+        """One assistant turn for `messages`, continuing the cached context where the messages share it."""
+        if max_new_tokens < 1:
+            raise InputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        inputs = self.processor.build_inputs(messages, answer_token_ids=self._answers)
+        return self.generate_from_inputs(inputs, max_new_tokens, sampling, stream)
+
+    def generate_from_inputs(self, inputs: MegrezInputs, max_new_tokens: int = 100,
+                             sampling: SamplingConfig = SamplingConfig(),
+                             stream: StreamFn | None = None) -> GenerationResult:
+        if inputs.num_tokens >= self.max_context:
+            raise ContextOverflowError(
+                f"the prompt is {inputs.describe()}, but this bundle's context holds {self.max_context} positions and "
+                "at least one must stay free for the answer. Shorten the text, use fewer/shorter audio clips or "
+                "fewer images, drop earlier turns, or re-export with a larger --max-context.")
+        keys = position_keys(inputs.segments)
+
+        def prefill() -> torch.Tensor:
+            return self._prefill_segments(inputs.segments, keys)
+
+        def decode_step(token_id: int, position: int) -> torch.Tensor:
+            logits = self.decode(self.embed_tokens([token_id]), position)
+            self._cached.append(token_id)
+            return logits
+
+        result = generate(prefill, decode_step, inputs.input_ids[0].tolist(), self.processor.tokenizer,
+                          self.processor.stop_ids, self.max_context, sampling, max_new_tokens, stream)
+        self._answers[result.text] = result.token_ids
+        return result
+
+    def chat(self, messages: Sequence[Message], sampling: bool = False, max_new_tokens: int = 100,
+             temperature: float = 0.7, top_p: float = 0.8, top_k: int = 100, repetition_penalty: float = 1.0,
+             stream: StreamFn | None = None, seed: int | None = None) -> str:
+        """The same contract as `MegrezOmni.chat`, running the bundle's program."""
+        cfg = SamplingConfig(sampling=sampling, temperature=temperature, top_p=top_p, top_k=top_k,
+                             repetition_penalty=repetition_penalty, seed=seed)
+        return self.generate(messages, max_new_tokens, cfg, stream).text
+
+    def reset(self) -> None:
+        """Forget the cached conversation (the next call prefills from position 0)."""
+        self._cached, self._answers = [], {}
+
+    @property
+    def cached_positions(self) -> int:
+        return len(self._cached)
+
+
+def position_keys(segments: list[Segment]) -> list[PositionKey]:
+    keys: list[PositionKey] = []
+    for seg in segments:
+        if seg.kind == "tokens":
+            keys.extend(seg.token_ids)
+        else:
+            digest = hashlib.sha256(seg.media.contiguous().numpy().tobytes()).hexdigest()
+            shape = tuple(seg.media.shape)
+            keys.extend((seg.kind, digest, shape, i) for i in range(seg.length))
+    return keys
+
+
+def _common_prefix(a: list, b: list) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    # Never resume inside an encoder segment: its embeddings come from one call over the whole input.
+    while 0 < n < len(b) and isinstance(b[n], tuple) and b[n][3] != 0:
+        n -= 1
+    return n
+
