@@ -140,5 +140,8 @@ def to_executorch(edge_programs: dict[str, ExportedProgram], constant_methods: d
         extract_delegate_segments=True,
         # Fuses torchao's dequantize + embedding into quantized_decomposed::embedding_{byte,4bit}.
         do_quant_fusion_and_const_prop=True,
-        # Inputs come from the caller's buffers (from_blob), so they take no planned memory.
-        memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False)))
+        # Inputs come from the caller's buffers (from_blob), so they take no planned memory. The KV cache gets its
+        # own memory id: left in the activation arena, running vision_encoder or audio_preprocessor between
+        # decoder calls overwrote it (seen in both executorch.runtime and the stock MultimodalRunner).
+        memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False, share_mutable_buffers=True),
+        emit_mutable_buffer_names=True))
