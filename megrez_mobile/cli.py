@@ -1,8 +1,11 @@
 """`megrez-mobile`: the command line.
 
-    megrez-mobile demo                         tiny checkpoint -> chat with the sample image + audio
+    megrez-mobile demo                         tiny checkpoint -> bundle -> chat with the sample image + audio
     megrez-mobile make-tiny OUT [--full-size]  a random-weight checkpoint in the official layout
-    megrez-mobile run CKPT --prompt ...        one streamed answer from the eager model
+    megrez-mobile export CKPT -r RECIPE -o B   checkpoint -> bundle (model.pte + tokenizer + manifest)
+    megrez-mobile inspect B                    what a bundle holds, verified
+    megrez-mobile run CKPT|B --prompt ...      one streamed answer (eager model or bundle)
+    megrez-mobile chat B                       interactive multi-turn chat through a bundle
 """
 
 from __future__ import annotations
@@ -140,19 +143,115 @@ def _answer(model, inputs, max_new_tokens: int, **sampling):
 @_sampling_options
 @_friendly_errors
 def run(checkpoint: Path, prompt: str, image, audio, system, dtype, **sampling):
-    """Stream one answer from the eager PyTorch model in CHECKPOINT.
+    """Stream one answer from CHECKPOINT (eager PyTorch) or from a bundle (its model.pte via ExecuTorch).
 
     \b
     Example:
       megrez-mobile run Megrez-3B-Omni/ -p "What is in the picture?" -i photo.jpg
       megrez-mobile run Megrez-3B-Omni/ -p "Convert speech to text." -a memo.m4a
+      megrez-mobile run megrez-xnnpack-8da4w/ -p "What is in the picture?" -i photo.jpg
     """
-    model = _load_model(checkpoint, dtype)
+    model = _load_bundle(checkpoint) if _is_bundle(checkpoint) else _load_model(checkpoint, dtype)
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": {"text": prompt, "image": image, "audio": audio}}]
     inputs = model.processor.build_inputs(messages)
     click.echo(f"prompt: {inputs.describe()}", err=True)
     _answer(model, inputs, **sampling)
+
+
+def _is_bundle(path: Path) -> bool:
+    return (path / "manifest.json").is_file()
+
+
+def _load_bundle(path: Path):
+    from .runtime.session import Bundle
+
+    start = time.perf_counter()
+    bundle = Bundle.load(path)
+    click.echo(f"loaded bundle {path} ({bundle.manifest.recipe['name']}) in {time.perf_counter() - start:.1f} s",
+               err=True)
+    return bundle
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--system", default=None, help="System prompt (default: the Megrez default).")
+@_sampling_options
+@_friendly_errors
+def chat(bundle: Path, system, **sampling):
+    """Interactive multi-turn chat with a BUNDLE; the KV cache is kept between turns.
+
+    \b
+    Type a message and press Enter. Attach media with a line prefix:
+      /image photo.jpg  What is this?
+      /audio memo.m4a   Transcribe this.
+    /reset forgets the conversation; /quit (or Ctrl-D) leaves.
+    """
+    from .model.generation import SamplingConfig
+
+    session = _load_bundle(bundle)
+    history = [{"role": "system", "content": system}] if system else []
+    max_new_tokens = sampling.pop("max_new_tokens")
+    config = SamplingConfig(**sampling)
+    while True:
+        try:
+            line = click.prompt("you", prompt_suffix="> ", default="", show_default=False).strip()
+        except (EOFError, click.Abort):
+            break
+        if line in ("/quit", "/exit"):
+            break
+        if line == "/reset":
+            session.reset()
+            history = history[:1] if system else []
+            continue
+        content: dict = {}
+        for kind in ("image", "audio"):
+            if line.startswith(f"/{kind} "):
+                path, _, line = line[len(kind) + 2:].strip().partition(" ")
+                content[kind] = path
+        content["text"] = line
+        if not line and not content.get("image") and not content.get("audio"):
+            continue
+        history.append({"role": "user", "content": content})
+        click.echo("assistant> ", nl=False)
+        try:
+            result = session.generate(history, max_new_tokens, config, stream=lambda p: click.echo(p, nl=False))
+        except MegrezError as e:
+            history.pop()
+            click.echo(f"\n{type(e).__name__}: {e}", err=True)
+            continue
+        click.echo()
+        click.echo(f"[{result.prompt_tokens} positions, {len(result.token_ids)} new tokens, "
+                   f"decode {result.decode_tokens_per_second:.1f} tok/s]", err=True)
+        history.append({"role": "assistant", "content": result.text})
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--no-checksums", is_flag=True, help="Check file sizes only (skip sha256 of the .pte).")
+@_friendly_errors
+def inspect(bundle: Path, no_checksums: bool):
+    """Print a BUNDLE's manifest: recipe, methods with delegation coverage, sizes, context, versions.
+
+    Verifies every file's size and sha256 against the manifest first.
+    """
+    from .bundle import read_manifest, verify_files
+
+    manifest = read_manifest(bundle)
+    verify_files(bundle, manifest, checksums=not no_checksums)
+    recipe = manifest.recipe
+    click.echo(f"bundle      {bundle}  (schema {manifest.schema_version}, files verified)")
+    click.echo(f"model       {manifest.model_id}, checkpoint digest {manifest.checkpoint['digest'][:16]}")
+    click.echo(f"recipe      {recipe['name']}: backend {recipe['backend']}")
+    for rule in recipe["rules"]:
+        group = f" g{rule['group_size']}" if rule["group_size"] else ""
+        click.echo(f"              {rule['kind']:9s} {rule['pattern']:28s} -> {rule['scheme']}{group}")
+    click.echo(f"context     max_context {manifest.context['max_context']}, "
+               f"max segment (get_max_seq_len) {manifest.context['max_seq_len']}")
+    click.echo(f"stop ids    {manifest.front_end['stop_ids']}")
+    click.echo(f"versions    " + ", ".join(f"{k} {v}" for k, v in manifest.versions.items()))
+    click.echo()
+    click.echo(_summary_table(manifest))
 
 
 class _StageLog:
@@ -229,37 +328,44 @@ def _quiet_export_warnings() -> None:
 
 @cli.command()
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Keep the tiny checkpoint here (default: a temporary directory, removed afterwards).")
+              help="Keep the tiny checkpoint and bundle here (default: a temporary directory, removed afterwards).")
 @click.option("--prompt", default="Describe the image, then transcribe the audio.", show_default=True)
 @_friendly_errors
 def demo(workdir: Path | None, prompt: str):
-    """The main job on the embedded default: make a tiny checkpoint and chat with image + audio + text.
+    """The main job on the embedded default: tiny checkpoint -> xnnpack-8da4w bundle -> chat through it.
 
     Uses the bundled sample image (720×1480 -> 1 source + 2×3 slices = 448 image tokens) and the
-    1.5 s sample speech clip (m4a). The weights are random, so the answer is noise: the demo shows that
-    every stage runs (checkpoint, processors, vision, audio, decoder, streaming) and how fast.
+    1.5 s sample speech clip (m4a), and runs the exported model.pte with ExecuTorch. The weights are
+    random, so the answer is noise: the demo shows that every stage runs and how fast.
     """
     assets = resources.files("megrez_mobile") / "assets"
+    _quiet_export_warnings()
     with tempfile.TemporaryDirectory(prefix="megrez-demo-") as tmp:
-        checkpoint = (workdir or Path(tmp)) / "megrez-tiny"
+        base = workdir or Path(tmp)
+        checkpoint, bundle_dir = base / "megrez-tiny", base / "megrez-tiny-xnnpack-8da4w"
         if not (checkpoint / "config.json").is_file():
             from .checkpoint.synthetic import make_checkpoint
 
             click.echo(f"1/3 making a tiny random-weight checkpoint in {checkpoint}", err=True)
             make_checkpoint(checkpoint)
-        click.echo("2/3 loading it with MegrezOmni.from_pretrained", err=True)
-        model = _load_model(checkpoint, "float32")
+        if not (bundle_dir / "manifest.json").is_file():
+            from .export.pipeline import export_bundle
+
+            click.echo(f"2/3 exporting it with xnnpack-8da4w to {bundle_dir} (about 1-2 minutes)", err=True)
+            result = export_bundle(checkpoint, "xnnpack-8da4w", bundle_dir, overwrite=True, on_stage=_StageLog())
+            click.echo(_summary_table(result.manifest), err=True)
+        session = _load_bundle(bundle_dir)
         with resources.as_file(assets / "sample_image.jpg") as image, \
                 resources.as_file(assets / "sample_audio.m4a") as audio:
-            inputs = model.processor.build_inputs(
+            inputs = session.processor.build_inputs(
                 [{"role": "user", "content": {"text": prompt, "image": str(image), "audio": str(audio)}}])
-            click.echo(f"3/3 chatting: {inputs.describe()}, {len(inputs.image_slices)} image slices, "
-                       f"{len(inputs.audio_mels)} audio clip(s)", err=True)
+            click.echo(f"3/3 chatting through the bundle: {inputs.describe()}, {len(inputs.image_slices)} image "
+                       f"slices, {len(inputs.audio_mels)} audio clip(s)", err=True)
             click.echo(f"user: {prompt}  [+ sample_image.jpg, sample_audio.m4a]")
             click.echo("assistant: ", nl=False)
-            _answer(model, inputs, max_new_tokens=32)
-        click.echo("(random weights: the answer is noise. Every stage ran: checkpoint loading, image slicing, "
-                   "log-mel, vision, audio, decoder and streaming.)", err=True)
+            _answer(session, inputs, max_new_tokens=32)
+        click.echo("(random weights: the answer is noise. Every stage ran: checkpoint, export, bundle verification, "
+                   "image slicing, log-mel, vision, audio and decoder programs, streaming.)", err=True)
 
 
 def main() -> None:

@@ -35,3 +35,20 @@ def tiny_model(tiny_checkpoint):
 
     torch.manual_seed(0)
     return MegrezOmni.from_pretrained(tiny_checkpoint, dtype=torch.float32)
+
+
+def _export(tiny_checkpoint, tmp_path_factory, recipe: str):
+    from megrez_mobile.export.pipeline import export_bundle
+
+    return export_bundle(tiny_checkpoint, recipe, tmp_path_factory.mktemp("bundles") / recipe).bundle_dir
+
+
+@pytest.fixture(scope="session")
+def bundle_8da4w(tiny_checkpoint, tmp_path_factory) -> Path:
+    """The tiny checkpoint exported once with xnnpack-8da4w (shared: never modify it in a test)."""
+    return _export(tiny_checkpoint, tmp_path_factory, "xnnpack-8da4w")
+
+
+@pytest.fixture(scope="session")
+def bundle_fp32(tiny_checkpoint, tmp_path_factory) -> Path:
+    return _export(tiny_checkpoint, tmp_path_factory, "xnnpack-fp32")

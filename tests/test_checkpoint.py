@@ -41,7 +41,7 @@ def test_layout_is_the_official_one(tiny_checkpoint):
 
 def test_round_trip_is_exact(tiny_checkpoint, tiny_model):
     """Every loaded parameter equals the bf16 tensor make-tiny generated for that key."""
-    make = random_tensor_fn(seed=0)
+    make = random_tensor_fn(seed=0, llm_layers=tiny_model.config.text.num_hidden_layers)
     state = tiny_model.state_dict()
     for key, shape in tiny_model.checkpoint_shapes().items():
         expected = make(key, shape).to(torch.bfloat16).float()

@@ -136,7 +136,7 @@ def tokenizer_config(tok: Tokenizer) -> dict[str, Any]:
             "tokenizer_class": "PreTrainedTokenizerFast"}
 
 
-def random_tensor_fn(seed: int) -> Callable[[str, tuple], torch.Tensor]:
+def random_tensor_fn(seed: int, llm_layers: int = 1) -> Callable[[str, tuple], torch.Tensor]:
     """Deterministic random weights with sane scales: norms near 1, matrices ~ 1/sqrt(fan_in)."""
     def make(name: str, shape: tuple) -> torch.Tensor:
         # A per-key seed keeps each tensor independent of write order and shard layout.
@@ -151,7 +151,13 @@ def random_tensor_fn(seed: int) -> Callable[[str, tuple], torch.Tensor]:
         if leaf == "positional_embedding":
             return 0.5 * torch.randn(shape, generator=g)
         fan_in = shape[0] if leaf == "proj" else math.prod(shape[1:])  # resampler.proj is used as x @ proj
-        return torch.randn(shape, generator=g) / math.sqrt(fan_in)
+        scale = 1 / math.sqrt(fan_in)
+        if name.startswith("llm.") and name.endswith(("o_proj.weight", "down_proj.weight")):
+            # GPT-2/Megatron init: projections that write into the residual stream are scaled by 1/sqrt(2L), so each
+            # block nudges the stream as in a trained model instead of replacing it (and quantization noise is
+            # measured against a realistic signal).
+            scale /= math.sqrt(2 * llm_layers)
+        return torch.randn(shape, generator=g) * scale
     return make
 
 
@@ -178,5 +184,5 @@ def make_checkpoint(out_dir: str | Path, spec: CheckpointSpec = TINY, seed: int 
             json.dumps(tokenizer_config(tok), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (tmp / "generation_config.json").write_text(json.dumps(
             {"eos_token_id": [raw_config["eos_token_id"], tok.token_to_id("<|eos|>")], "pad_token_id": 0}) + "\n")
-        write_sharded(tmp, shapes, random_tensor_fn(seed), num_shards=2, dtype=torch.bfloat16, progress=progress)
+        write_sharded(tmp, shapes, random_tensor_fn(seed, raw_config["num_hidden_layers"]), num_shards=2, dtype=torch.bfloat16, progress=progress)
     return Path(out_dir)

@@ -28,5 +28,11 @@ class LayerNorm(nn.LayerNorm):
         h = x.float().reshape(1, -1, shape[-1], 1)  # float32 statistics, as nn.LayerNorm keeps for bf16 inputs
         centered = h - h.mean(dim=(2, 3), keepdim=True)
         var = (centered * centered).mean(dim=(2, 3), keepdim=True)
-        y = (centered * torch.rsqrt(var + self.eps)).reshape(shape) * self.weight.float() + self.bias.float()
+        y = (centered / torch.sqrt(var + self.eps)).reshape(shape) * self.weight.float() + self.bias.float()
         return y.to(x.dtype)
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GELU with the tanh approximation (SigLIP's gelu_pytorch_tanh), written out: XNNPACK's GELU ignores
+    `approximate="tanh"` and computes the exact erf form, which shifted the fp32 vision output by 1.3e-4."""
+    return 0.5 * x * (1.0 + torch.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..config import MegrezConfig, VisionConfig
 from ..errors import ImageError
-from .ops import LayerNorm, attention
+from .ops import LayerNorm, attention, gelu_tanh
 
 
 def navit_position_ids(h_patches: int, w_patches: int, num_patches_per_side: int) -> torch.Tensor:
@@ -95,7 +95,8 @@ class SiglipMLP(nn.Module):
         self.approximate = "tanh" if cfg.hidden_act == "gelu_pytorch_tanh" else "none"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x), approximate=self.approximate))
+        h = self.fc1(x)
+        return self.fc2(gelu_tanh(h) if self.approximate == "tanh" else F.gelu(h))
 
 
 class SiglipEncoderLayer(nn.Module):

@@ -1,0 +1,118 @@
+"""Bad input loses nothing and says what to do: recipes refused before work, interrupted exports, corrupted
+bundles, prompts past the context. Plus the phone-only backends: they export, and report delegation."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from megrez_mobile.errors import BundleError, ContextOverflowError, RecipeError
+from megrez_mobile.export.recipe import Recipe
+
+BASE = {"name": "t", "backend": "xnnpack", "rules": []}
+
+
+def _recipe(**changes) -> Recipe:
+    return Recipe.from_dict({**BASE, **changes}, "test.yaml")
+
+
+def test_recipe_with_unknown_pattern_is_refused_before_any_weight_is_read(tiny_checkpoint, tmp_path, monkeypatch):
+    from megrez_mobile.export import pipeline
+
+    monkeypatch.setattr(pipeline, "_load_and_quantize", lambda *a: pytest.fail("weights were read"))
+    recipe = _recipe(rules=[{"pattern": "llm.model.layer.*", "scheme": "8da4w", "group_size": 32}])
+    with pytest.raises(RecipeError, match=r"'llm.model.layer.\*' \(linear\) matches no linear module"):
+        pipeline.export_bundle(tiny_checkpoint, recipe, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("backend, scheme, reason", [
+    ("xnnpack", "8w", "wrong numbers"), ("xnnpack", "4w", "wrong numbers"),
+    ("coreml", "8da4w", "no dynamic activation quantization"), ("vulkan", "8da8w", "8da4w or 4w only")])
+def test_combinations_a_backend_computes_wrongly_are_refused(backend, scheme, reason):
+    recipe = _recipe(backend=backend, rules=[{"pattern": "llm.*", "scheme": scheme, "group_size": 32}])
+    with pytest.raises(RecipeError, match=reason):
+        recipe.check(["llm.model.layers.0.mlp.up_proj"], ["llm.model.embed_tokens"])
+
+
+def test_recipe_files_are_validated():
+    for bad, match in [({"backend": "tpu"}, "backend is 'tpu'"),
+                       ({"rules": [{"pattern": "x", "scheme": "3bit"}]}, "scheme '3bit' is unknown"),
+                       ({"rules": [{"pattern": "x", "kind": "conv"}]}, "kind 'conv' is unknown"),
+                       ({"options": {"max_seq_len": 8192}}, "max_seq_len"),
+                       ({"options": {"context": 10}}, "unknown option")]:
+        with pytest.raises(RecipeError, match=match):
+            _recipe(**bad)
+    with pytest.raises(RecipeError, match="no recipe named"):
+        Recipe.load("xnnpack-9bit")
+    assert Recipe.load("xnnpack-8da4w").with_overrides(max_context=2048).options.max_context == 2048
+
+
+def test_an_export_interrupted_half_way_leaves_nothing_that_looks_complete(tiny_checkpoint, tmp_path, monkeypatch):
+    from megrez_mobile.export import pipeline
+
+    real, calls = pipeline._export_one, []
+
+    def fail_on_third(spec, recipe, say):
+        calls.append(spec.name)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(spec, recipe, say)
+
+    monkeypatch.setattr(pipeline, "_export_one", fail_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.export_bundle(tiny_checkpoint, "xnnpack-fp32", tmp_path / "bundle")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture()
+def bundle_copy(bundle_8da4w, tmp_path):
+    return shutil.copytree(bundle_8da4w, tmp_path / "bundle")
+
+
+def test_corrupted_pte_is_named(bundle_copy):
+    from megrez_mobile import Bundle
+
+    pte = bundle_copy / "model.pte"
+    data = bytearray(pte.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    pte.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"model.pte: sha256 differs"):
+        Bundle.load(bundle_copy)
+    pte.write_bytes(bytes(data[:-100]))
+    with pytest.raises(BundleError, match=r"model.pte: .* bytes, the manifest says"):
+        Bundle.load(bundle_copy)
+    (bundle_copy / "tokenizer.json").unlink()
+    with pytest.raises(BundleError, match="tokenizer.json: missing"):
+        Bundle.load(bundle_copy, verify_checksums=False)
+    (bundle_copy / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="manifest.json is not valid JSON"):
+        Bundle.load(bundle_copy)
+
+
+def test_prompt_past_the_context_is_refused_and_the_session_survives(bundle_8da4w):
+    from megrez_mobile import Bundle
+
+    bundle = Bundle.load(bundle_8da4w)
+    long_text = "the quick brown fox jumps over the lazy dog " * 600
+    with pytest.raises(ContextOverflowError, match="context holds 4096 positions"):
+        bundle.chat([{"role": "user", "content": long_text}], max_new_tokens=4)
+    assert bundle.chat([{"role": "user", "content": "hello"}], max_new_tokens=4) is not None
+
+
+@pytest.mark.parametrize("recipe, backend", [("vulkan-8da4w", "VulkanBackend"), ("coreml-fp16", "CoreMLBackend")])
+def test_phone_only_backends_export_and_report_delegation(tiny_checkpoint, tmp_path, recipe, backend):
+    from megrez_mobile import Bundle
+    from megrez_mobile.export.pipeline import export_bundle
+
+    manifest = export_bundle(tiny_checkpoint, recipe, tmp_path / recipe).manifest
+    methods = {m.name: m for m in manifest.program.methods}
+    assert methods["token_embedding"].delegates == 0  # the quantized lookup stays on ExecuTorch's kernels
+    for name in ("text_decoder", "vision_encoder", "audio_encoder"):
+        assert methods[name].delegates > 0 and methods[name].coverage_percent > 30, (name, methods[name])
+    # They run only on devices: the Python wheel has no such backend, and says so.
+    bundle = Bundle.load(tmp_path / recipe)
+    with pytest.raises(BundleError, match="backend"):
+        bundle.embed_tokens([1])
+        bundle.encode_audio(__import__("torch").zeros(128, 100))
