@@ -101,7 +101,12 @@ def test_prompt_past_the_context_is_refused_and_the_session_survives(bundle_8da4
     assert bundle.chat([{"role": "user", "content": "hello"}], max_new_tokens=4) is not None
 
 
-@pytest.mark.parametrize("recipe, backend", [("vulkan-8da4w", "VulkanBackend"), ("coreml-fp16", "CoreMLBackend")])
+@pytest.mark.parametrize("recipe, backend", [
+    ("vulkan-8da4w", "VulkanBackend"),
+    pytest.param("coreml-fp16", "CoreMLBackend", marks=pytest.mark.xfail(
+        strict=True, raises=Exception,
+        reason="Core ML's partitioner cannot take text_decoder's start position (.item() -> unbacked SymInt "
+               "placeholder); open, see export/README.md"))])
 def test_phone_only_backends_export_and_report_delegation(tiny_checkpoint, tmp_path, recipe, backend):
     from megrez_mobile import Bundle
     from megrez_mobile.export.pipeline import export_bundle

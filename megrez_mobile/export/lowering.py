@@ -31,22 +31,35 @@ class Coverage:
         return 100.0 * self.delegated_ops / self.total_ops if self.total_ops else 100.0
 
 
+def method_backend(recipe: Recipe, method: str) -> str:
+    """The delegate a method is lowered to. Where a backend cannot lower a method, it runs on XNNPACK (CPU):
+    Vulkan fails on the vision tower's dynamic-shape graph ("graph_output_allocated not set" in memory planning)
+    and Core ML on the log-mel's padding (coremltools: concat of int and float) and on uint8 image input."""
+    if method == "token_embedding":
+        return "portable"
+    if (recipe.backend, method) in (("vulkan", "vision_encoder"), ("coreml", "audio_preprocessor"),
+                                    ("coreml", "vision_encoder")):
+        return "xnnpack"
+    return recipe.backend
+
+
 def partitioners(recipe: Recipe, method: str) -> list:
-    if method == "token_embedding" or recipe.backend == "portable":
+    backend = method_backend(recipe, method)
+    if backend == "portable":
         return []
-    if recipe.backend == "xnnpack":
+    if backend == "xnnpack":
         from executorch.backends.xnnpack.partition.config.xnnpack_config import ConfigPrecisionType
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
         # One delegate per dynamically quantized linear keeps packing memory per layer; then the rest greedily.
         return [XnnpackPartitioner(config_precisions=ConfigPrecisionType.DYNAMIC_QUANT, per_op_mode=True),
                 XnnpackPartitioner()]
-    if recipe.backend == "vulkan":
+    if backend == "vulkan":
         from executorch.backends.vulkan.partitioner.vulkan_partitioner import VulkanPartitioner
 
         return [VulkanPartitioner({"require_dynamic_shapes": True,
                                    "force_fp16": recipe.options.compute_precision == "fp16"})]
-    if recipe.backend == "coreml":
+    if backend == "coreml":
         import coremltools as ct
         from executorch.backends.apple.coreml.compiler import CoreMLBackend
         from executorch.backends.apple.coreml.partition import CoreMLPartitioner
@@ -57,7 +70,7 @@ def partitioners(recipe: Recipe, method: str) -> list:
                                                      compute_unit=ct.ComputeUnit.ALL)
         # The KV cache stays with ExecuTorch's update_cache op (CPU): Core ML takes no mutable buffers here.
         return [CoreMLPartitioner(compile_specs=specs, take_over_mutable_buffer=False)]
-    raise ExportError(f"no partitioner for backend {recipe.backend!r}")
+    raise ExportError(f"no partitioner for backend {backend!r}")
 
 
 def infer_symbolic_view_dims(graph_module: torch.fx.GraphModule):
