@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ class MethodEntry:
 
     @property
     def coverage_percent(self) -> float:
-        return 100.0 * self.delegated_ops / self.total_ops if self.total_ops else 100.0
+        return coverage_percent(self.delegated_ops, self.total_ops)
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,6 @@ class Manifest:
     context: dict[str, int]          # max_context, max_seq_len
     versions: dict[str, str]
     schema_version: int = SCHEMA_VERSION
-    files: tuple[FileEntry, ...] = field(default=())
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n"
@@ -86,13 +85,16 @@ class Manifest:
                                    tuple(MethodEntry(**m) for m in prog["methods"]), dict(prog["constants"]))
             return cls(model_id=raw["model_id"], checkpoint=raw["checkpoint"], recipe=raw["recipe"], program=program,
                        tokenizer=FileEntry(**raw["tokenizer"]), front_end=raw["front_end"], context=raw["context"],
-                       versions=raw["versions"], schema_version=raw["schema_version"],
-                       files=tuple(FileEntry(**f) for f in raw.get("files", ())))
+                       versions=raw["versions"], schema_version=raw["schema_version"])
         except (KeyError, TypeError) as e:
             raise BundleError(f"{source} is malformed ({type(e).__name__}: {e}); re-export the bundle") from e
 
     def all_files(self) -> tuple[FileEntry, ...]:
-        return (self.program.file, self.tokenizer, *self.files)
+        return (self.program.file, self.tokenizer)
+
+
+def coverage_percent(delegated_ops: int, total_ops: int) -> float:
+    return 100.0 * delegated_ops / total_ops if total_ops else 100.0
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:

@@ -9,7 +9,6 @@ We compare those bytes and the token count with Bundle's tokens rendered the sam
 
 from __future__ import annotations
 
-import ctypes  # noqa: F401 - the driver needs it; fail early here if the platform lacks it
 import json
 import subprocess
 import sys

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 import torch
 from torch.export import ExportedProgram
 
+from ..bundle import coverage_percent
 from ..errors import ExportError
 from .recipe import Recipe
 
 # Graph nodes that move no data worth counting when measuring how much of a method a delegate runs.
 _BOOKKEEPING = {"getitem", "_assert_scalar", "sym_size", "sym_constrain_range_for_size", "_local_scalar_dense",
-                "alloc", "executorch_call_delegate", "sym_storage_offset", "_assert_async"}
+                "alloc", "sym_storage_offset", "_assert_async"}
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Coverage:
 
     @property
     def percent(self) -> float:
-        return 100.0 * self.delegated_ops / self.total_ops if self.total_ops else 100.0
+        return coverage_percent(self.delegated_ops, self.total_ops)
 
 
 def method_backend(recipe: Recipe, method: str) -> str:

@@ -197,8 +197,7 @@ def _constant_methods(config: MegrezConfig, recipe: Recipe, processor: MegrezPro
 def front_end_description(processor: MegrezProcessor) -> dict:
     """Everything a Kotlin/Swift front end needs to build the same token sequence as MegrezProcessor."""
     tok = processor.tokenizer
-    special = {name: tok.token_id(text) for name, text in (
-        ("role_start", "<|role_start|>"), ("role_end", "<|role_end|>"), ("turn_end", "<|turn_end|>"))}
+    special = {"role_start": processor.role_start, "role_end": processor.role_end, "turn_end": processor.turn_end}
     for name, text in (("eos", "<|eos|>"), ("pad", "<|pad|>")):
         if tok.has_token(text):
             special[name] = tok.token_id(text)

@@ -195,7 +195,7 @@ def slice_sizes(width: int, height: int, config: ImageProcessingConfig = _DEFAUL
         raise ImageError(f"image size {width!r}×{height!r} is not an integer size") from None
     if width < 1 or height < 1:
         raise ImageError(f"image size {width}×{height} has no pixels; pass a non-empty image")
-    s, p = config.scale_resolution, config.patch_size
+    s = config.scale_resolution
     # slice_mode False = upstream's never_split: the upscaled whole image alone (upstream would pass the raw image,
     # whose sides need not be multiples of the patch size, which the vision program cannot take).
     grid = _sliced_grid(width, height, config.max_slice_nums, s) if config.slice_mode else None

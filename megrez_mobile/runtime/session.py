@@ -103,8 +103,9 @@ class Bundle:
 
     def encode_audio(self, mel: torch.Tensor) -> torch.Tensor:
         """log-mel [n_mels, F] of one clip -> [1, F/4 + 2, D]."""
-        if mel.dim() != 2 or not 4 <= mel.shape[1] <= 3000:
-            raise AudioError(f"audio_encoder takes one clip's log-mel [n_mels, F<=3000]; got {list(mel.shape)}")
+        max_frames = self.processor.config.audio.max_frames
+        if mel.dim() != 2 or not 4 <= mel.shape[1] <= max_frames:
+            raise AudioError(f"audio_encoder takes one clip's log-mel [n_mels, F<={max_frames}]; got {list(mel.shape)}")
         return self.run("audio_encoder", mel.unsqueeze(0).float().contiguous())
 
     def decode(self, embeds: torch.Tensor, start: int) -> torch.Tensor:
