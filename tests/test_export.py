@@ -66,10 +66,9 @@ def test_8da4w_bundle_fidelity(q8da4w, tiny_model, inputs):
     want = _eager_logits(tiny_model, SEQ)
     cosine = F.cosine_similarity(logits, want, dim=-1)
     assert float(cosine.min()) >= 0.99, cosine.min()
-    # The issue asks >= 95% top-1 agreement; the tiny random model reaches 86%: its logits over 1024 ids are
-    # nearly flat (random lm_head), so 4-bit noise that keeps cosine >= 0.993 still flips near-tied argmaxes.
-    # Held at the measured level so a regression fails; see export/README.md.
-    assert float((logits.argmax(-1) == want.argmax(-1)).float().mean()) >= 0.85
+    # The synthetic lm_head is bigram-like (median top-1 margin ~1.4 logit std, as in a trained model), so a flip
+    # means quantization noise beat a real margin; measured 97.5%.
+    assert float((logits.argmax(-1) == want.argmax(-1)).float().mean()) >= 0.95
     for slice_chw in inputs.image_slices[:3]:
         got, ref = q8da4w.encode_image_slice(slice_chw)[0], tiny_model.encode_image_slice(slice_chw)
         assert float(F.cosine_similarity(got.flatten(), ref.flatten(), dim=0)) >= 0.98
