@@ -36,6 +36,14 @@ def test_combinations_a_backend_computes_wrongly_are_refused(backend, scheme, re
         recipe.check(["llm.model.layers.0.mlp.up_proj"], ["llm.model.embed_tokens"])
 
 
+def test_a_method_that_falls_back_to_xnnpack_is_checked_against_xnnpack():
+    recipe = _recipe(backend="coreml", rules=[{"pattern": "vision.*", "scheme": "4w", "group_size": 32}])
+    with pytest.raises(RecipeError, match=r"4w on xnnpack \(its method falls back from coreml\).*wrong numbers"):
+        recipe.check(["vision.vpm.encoder.layers.0.mlp.fc1"], ["llm.model.embed_tokens"])
+    recipe = _recipe(backend="coreml", rules=[{"pattern": "llm.*", "scheme": "4w", "group_size": 32}])
+    recipe.check(["llm.model.layers.0.mlp.up_proj"], ["llm.model.embed_tokens"])  # the decoder stays on Core ML
+
+
 def test_recipe_files_are_validated():
     for bad, match in [({"backend": "tpu"}, "backend is 'tpu'"),
                        ({"rules": [{"pattern": "x", "scheme": "3bit"}]}, "scheme '3bit' is unknown"),
@@ -102,11 +110,7 @@ def test_prompt_past_the_context_is_refused_and_the_session_survives(bundle_8da4
 
 
 @pytest.mark.parametrize("recipe, backend", [
-    ("vulkan-8da4w", "VulkanBackend"),
-    pytest.param("coreml-fp16", "CoreMLBackend", marks=pytest.mark.xfail(
-        strict=True, raises=Exception,
-        reason="Core ML's partitioner cannot take text_decoder's start position (.item() -> unbacked SymInt "
-               "placeholder); open, see export/README.md"))])
+    ("vulkan-8da4w", "vulkan"), ("coreml-fp16", "coreml"), ("coreml-4w", "coreml")])
 def test_phone_only_backends_export_and_report_delegation(tiny_checkpoint, tmp_path, recipe, backend):
     from megrez_mobile import Bundle
     from megrez_mobile.export.pipeline import export_bundle
@@ -114,10 +118,11 @@ def test_phone_only_backends_export_and_report_delegation(tiny_checkpoint, tmp_p
     manifest = export_bundle(tiny_checkpoint, recipe, tmp_path / recipe).manifest
     methods = {m.name: m for m in manifest.program.methods}
     assert methods["token_embedding"].delegates == 0  # the quantized lookup stays on ExecuTorch's kernels
-    for name in ("text_decoder", "vision_encoder", "audio_encoder"):
-        assert methods[name].delegates > 0 and methods[name].coverage_percent > 30, (name, methods[name])
+    # The decoder and the audio encoder run on the phone backend; fallbacks to XNNPACK are recorded as such.
+    for name in ("text_decoder", "audio_encoder"):
+        assert methods[name].backend == backend and methods[name].coverage_percent > 60, (name, methods[name])
+    assert methods["vision_encoder"].backend == "xnnpack" and methods["vision_encoder"].coverage_percent > 70
     # They run only on devices: the Python wheel has no such backend, and says so.
     bundle = Bundle.load(tmp_path / recipe)
     with pytest.raises(BundleError, match="backend"):
-        bundle.embed_tokens([1])
         bundle.encode_audio(__import__("torch").zeros(128, 100))

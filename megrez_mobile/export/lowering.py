@@ -32,20 +32,8 @@ class Coverage:
         return coverage_percent(self.delegated_ops, self.total_ops)
 
 
-def method_backend(recipe: Recipe, method: str) -> str:
-    """The delegate a method is lowered to. Where a backend cannot lower a method, it runs on XNNPACK (CPU):
-    Vulkan fails on the vision tower's dynamic-shape graph ("graph_output_allocated not set" in memory planning)
-    and Core ML on the log-mel's padding (coremltools: concat of int and float) and on uint8 image input."""
-    if method == "token_embedding":
-        return "portable"
-    if (recipe.backend, method) in (("vulkan", "vision_encoder"), ("coreml", "audio_preprocessor"),
-                                    ("coreml", "vision_encoder")):
-        return "xnnpack"
-    return recipe.backend
-
-
 def partitioners(recipe: Recipe, method: str) -> list:
-    backend = method_backend(recipe, method)
+    backend = recipe.method_backend(method)
     if backend == "portable":
         return []
     if backend == "xnnpack":
@@ -98,13 +86,32 @@ def infer_symbolic_view_dims(graph_module: torch.fx.GraphModule):
     return PassResult(graph_module, changed)
 
 
+def drop_scalar_asserts(graph_module: torch.fx.GraphModule):
+    """Remove the export-time bound checks (`_assert_scalar` on the start position) and their dead SymInt math.
+
+    Core ML's partitioner pulls them into its partition and then refuses the SymInt placeholder they read. The
+    bounds still hold at run time: `llama::update_cache` checks start + T against the cache itself.
+    """
+    from torch.fx.passes.infra.pass_base import PassResult
+
+    asserts = [n for n in graph_module.graph.nodes
+               if n.op == "call_function" and n.target == torch.ops.aten._assert_scalar.default]
+    for node in asserts:
+        graph_module.graph.erase_node(node)
+    if asserts:
+        graph_module.graph.eliminate_dead_code()
+        graph_module.recompile()
+    return PassResult(graph_module, bool(asserts))
+
+
 def lower_method(recipe: Recipe, method: str, program: ExportedProgram) -> tuple[ExportedProgram, Coverage]:
     """Lower one exported method to the edge dialect with its delegates; returns the edge program."""
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
     try:
         edge = to_edge_transform_and_lower(
-            {method: program}, transform_passes=[infer_symbolic_view_dims],
+            {method: program}, transform_passes=[infer_symbolic_view_dims] + (
+                [drop_scalar_asserts] if recipe.method_backend(method) == "coreml" else []),
             partitioner={method: partitioners(recipe, method)},
             compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True))
     except Exception as e:  # noqa: BLE001 - re-raised with the method and backend named

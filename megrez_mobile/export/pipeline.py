@@ -26,7 +26,7 @@ from ..config import CONFIG_FILE, MegrezConfig
 from ..errors import ExportError
 from ..model.omni import MegrezOmni, check_tokenizer_fits
 from ..processing.processor import MegrezProcessor
-from .lowering import lower_method, method_backend, to_executorch
+from .lowering import lower_method, to_executorch
 from .programs import MethodSpec, method_specs
 from .quantize import module_kind, quantizable_modules, quantize_modules
 from .recipe import Recipe
@@ -76,7 +76,7 @@ def export_bundle(checkpoint_dir: str | Path, recipe: Recipe | str, out_dir: str
         quant = _load_and_quantize(spec, model, loaded, recipe, say)
         lowered[spec.name], coverage = _export_one(spec, recipe, say)
         seconds = time.perf_counter() - t0
-        entries.append(MethodEntry(spec.name, method_backend(recipe, spec.name) if coverage.delegates else "portable", quant,
+        entries.append(MethodEntry(spec.name, recipe.method_backend(spec.name) if coverage.delegates else "portable", quant,
                                    coverage.delegated_ops, coverage.total_ops, coverage.delegates, round(seconds, 2)))
         say(f"{spec.name}: done in {seconds:.1f} s ({coverage.percent:.0f}% of ops delegated)")
         loaded.release(spec.weight_prefixes)

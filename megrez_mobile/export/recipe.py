@@ -22,6 +22,12 @@ from ..errors import RecipeError
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "export"
 
 BACKENDS = ("xnnpack", "vulkan", "coreml", "portable")
+# Methods a backend cannot lower run on XNNPACK (CPU) instead: Vulkan fails on the vision tower's dynamic-shape
+# graph ("graph_output_allocated not set" in memory planning); Core ML on the log-mel's padding (coremltools:
+# concat of int and float) and on uint8 image input.
+XNNPACK_FALLBACKS = {("vulkan", "vision_encoder"), ("coreml", "audio_preprocessor"), ("coreml", "vision_encoder")}
+# Which method a checkpoint module belongs to, by its top-level name.
+METHOD_OF_PREFIX = {"llm": "text_decoder", "vision": "vision_encoder", "audio": "audio_encoder"}
 # scheme -> (weight bits, dynamic int8 activations?). "none" keeps the float weights.
 SCHEMES = {"none": (None, False), "8da4w": (4, True), "8da8w": (8, True), "4w": (4, False), "8w": (8, False)}
 METHODS = ("token_embedding", "text_decoder", "vision_encoder", "audio_encoder", "audio_preprocessor")
@@ -84,11 +90,26 @@ class ExportOptions:
 
 
 @dataclass(frozen=True)
+class Fidelity:
+    """What `megrez-mobile validate` demands of a bundle made with this recipe, against the eager fp32 model."""
+
+    # Every encoder-like method (token_embedding, vision_encoder, audio_encoder, audio_preprocessor), flattened.
+    encoder_min_cosine: float = 0.98
+    encoder_min_snr_db: float = 14.0
+    # text_decoder, teacher-forced over the fixed prompt set (>= 500 positions) on the reference's embeddings.
+    decoder_min_top1: float = 0.95
+    decoder_max_kl: float = 0.05  # mean KL(eager || bundle) per position, in nats
+    # Greedy tokens identical to eager's before the first difference (of 32 generated), end to end.
+    decoder_min_greedy_match: int = 8
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     backend: str
     rules: tuple[QuantRule, ...]
     options: ExportOptions = field(default_factory=ExportOptions)
+    fidelity: Fidelity = field(default_factory=Fidelity)
     description: str = ""
     # Where the recipe was read from (informational; not part of what it means).
     source: str = ""
@@ -98,17 +119,18 @@ class Recipe:
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> "Recipe":
         if not isinstance(data, Mapping):
             raise RecipeError(f"{source}: a recipe is a mapping with name, backend, rules and options")
-        unknown = set(data) - {"name", "backend", "rules", "options", "description"}
+        unknown = set(data) - {"name", "backend", "rules", "options", "fidelity", "description"}
         if unknown:
             raise RecipeError(f"{source}: unknown top-level key(s) {sorted(unknown)}; "
-                              "use name, description, backend, rules, options")
+                              "use name, description, backend, rules, options, fidelity")
         backend = data.get("backend")
         if backend not in BACKENDS:
             raise RecipeError(f"{source}: backend is {backend!r}; use one of {', '.join(BACKENDS)}")
         rules = tuple(_parse_rule(r, i, source) for i, r in enumerate(data.get("rules") or []))
         options = _parse_options(data.get("options") or {}, source)
+        fidelity = _parse_fields(Fidelity, data.get("fidelity") or {}, f"{source}: fidelity")
         return cls(name=str(data.get("name") or Path(source).stem), backend=backend, rules=rules,
-                   options=options, description=str(data.get("description") or "").strip(), source=source)
+                   options=options, fidelity=fidelity, description=str(data.get("description") or "").strip(), source=source)
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> "Recipe":
@@ -141,7 +163,7 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "backend": self.backend,
                 "rules": [{"pattern": r.pattern, "kind": r.kind, **dataclasses.asdict(r.quant)} for r in self.rules],
-                "options": dataclasses.asdict(self.options)}
+                "options": dataclasses.asdict(self.options), "fidelity": dataclasses.asdict(self.fidelity)}
 
     # --- applying ---------------------------------------------------------------------------------------------
     def scheme_for(self, module_name: str, kind: str) -> QuantScheme:
@@ -149,6 +171,13 @@ class Recipe:
             if rule.matches(module_name, kind):
                 return rule.quant
         return QuantScheme()
+
+    def method_backend(self, method: str) -> str:
+        """The delegate that runs a method: the recipe's backend, or XNNPACK where that backend cannot lower it.
+        `token_embedding` is never delegated (ExecuTorch's quantized-embedding kernel does the lookup)."""
+        if method == "token_embedding":
+            return "portable"
+        return "xnnpack" if (self.backend, method) in XNNPACK_FALLBACKS else self.backend
 
     def check(self, linear_names: Iterable[str], embedding_names: Iterable[str]) -> None:
         """Refuse, before exporting, rules that match nothing and combinations the backend computes wrongly."""
@@ -165,9 +194,11 @@ class Recipe:
                                 "has none of; use 8w or 4w")
         for name in names["linear"]:
             q = self.scheme_for(name, "linear")
-            reason = _backend_refuses(self.backend, q)
+            backend = self.method_backend(METHOD_OF_PREFIX.get(name.split(".", 1)[0], "text_decoder"))
+            reason = _backend_refuses(backend, q)
             if reason:
-                problems.append(f"{name}: {q.scheme} on {self.backend}: {reason}")
+                fallback = "" if backend == self.backend else f" (its method falls back from {self.backend})"
+                problems.append(f"{name}: {q.scheme} on {backend}{fallback}: {reason}")
         if problems:
             shown = problems[:12] + ([f"... and {len(problems) - 12} more"] if len(problems) > 12 else [])
             raise RecipeError(f"recipe {self.name} ({self.source}) cannot be exported:\n  " + "\n  ".join(shown))
@@ -205,12 +236,19 @@ def _parse_rule(raw: Any, i: int, source: str) -> QuantRule:
     return QuantRule(str(raw["pattern"]), QuantScheme(scheme, group, bool(raw.get("hqq", True))), kind)
 
 
-def _parse_options(raw: Mapping[str, Any], source: str) -> ExportOptions:
-    fields = {f.name: f for f in dataclasses.fields(ExportOptions)}
-    unknown = set(raw) - set(fields)
+def _parse_fields(cls: type, raw: Any, where: str):
+    """A typed config dataclass from a YAML mapping; unknown keys are an error that lists the known ones."""
+    if not isinstance(raw, Mapping):
+        raise RecipeError(f"{where} must be a mapping")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(raw) - fields
     if unknown:
-        raise RecipeError(f"{source}: unknown option(s) {sorted(unknown)}; known: {sorted(fields)}")
-    return _check_options(ExportOptions(**dict(raw)), source)
+        raise RecipeError(f"{where}: unknown option(s) {sorted(unknown)}; known: {sorted(fields)}")
+    return cls(**dict(raw))
+
+
+def _parse_options(raw: Mapping[str, Any], source: str) -> ExportOptions:
+    return _check_options(_parse_fields(ExportOptions, raw, source), source)
 
 
 def _check_options(o: ExportOptions, source: str) -> ExportOptions:
