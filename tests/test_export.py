@@ -100,6 +100,10 @@ def test_program_contract_constants_and_dynamic_bounds(q8da4w):
     assert list(meta.input_tensor_meta(1).sizes()) == [1]
     assert q8da4w.method("get_max_seq_len").execute([])[0] == 1024
     assert list(q8da4w.method("get_eos_ids").execute([])) == constants["get_eos_ids"]
+    # Every encoder is planned for its largest input: a 30 s clip (3000 mel frames), a 1792-px slice side.
+    assert list(q8da4w._program.metadata("audio_encoder").input_tensor_meta(0).sizes()) == [1, 128, 3000]
+    assert list(q8da4w._program.metadata("vision_encoder").input_tensor_meta(0).sizes()) == [1, 3, 1792, 1792]
+    assert q8da4w.encode_audio(torch.randn(128, 3000)).shape == (1, 752, 128)
     # A segment of exactly get_max_seq_len tokens (a 30 s clip is 752) runs in one call.
     q8da4w.reset()
     logits = q8da4w.decode(torch.zeros(1, 1024, 128), 0)

@@ -108,6 +108,7 @@ def lower_method(recipe: Recipe, method: str, program: ExportedProgram) -> tuple
     """Lower one exported method to the edge dialect with its delegates; returns the edge program."""
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
+    ranges = _symbol_ranges(program)
     try:
         edge = to_edge_transform_and_lower(
             {method: program}, transform_passes=[infer_symbolic_view_dims] + (
@@ -117,7 +118,28 @@ def lower_method(recipe: Recipe, method: str, program: ExportedProgram) -> tuple
     except Exception as e:  # noqa: BLE001 - re-raised with the method and backend named
         raise ExportError(f"lowering {method} for {recipe.backend} failed: {type(e).__name__}: {e}") from e
     edge_program = edge.exported_program(method)
+    _restore_symbol_ranges(edge_program, ranges)
     return edge_program, delegation_coverage(edge_program)
+
+
+def _symbol_ranges(program: ExportedProgram) -> dict:
+    """The shape environment's value ranges of the program's dynamic dims (shared by its fake tensors)."""
+    for node in program.graph.nodes:
+        for dim in getattr(node.meta.get("val"), "shape", ()):
+            if isinstance(dim, torch.SymInt):
+                return dict(dim.node.shape_env.var_to_range)
+    return {}
+
+
+def _restore_symbol_ranges(program: ExportedProgram, ranges: dict) -> None:
+    """Put back the ranges the export declared. XNNPACK's lowering narrows them in the shared shape environment
+    (seen: audio_encoder's mel pairs [4, 1500] became [81, 160]), and memory planning then sizes the input for
+    320 mel frames instead of 3000: any clip over 3.2 s failed with "set_inputs ... error 0x10"."""
+    for node in program.graph.nodes:
+        for dim in getattr(node.meta.get("val"), "shape", ()):
+            if isinstance(dim, torch.SymInt):
+                dim.node.shape_env.var_to_range.update(ranges)
+                return
 
 
 def delegation_coverage(edge_program: ExportedProgram) -> Coverage:
