@@ -75,6 +75,10 @@ class Bundle:
         return cls(directory, manifest, program, processor)
 
     # --- the program's methods ------------------------------------------------------------------------------
+    @property
+    def method_names(self) -> list[str]:
+        return sorted(self._program.method_names)
+
     def method(self, name: str):
         if name not in self._methods:
             if name not in self._program.method_names:
