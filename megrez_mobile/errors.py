@@ -41,3 +41,7 @@ class ExportError(MegrezError):
 
 class BundleError(MegrezError):
     """A bundle directory is incomplete, corrupted (size/checksum mismatch) or from an incompatible version."""
+
+
+class DeviceError(MegrezError):
+    """A device could not be profiled: bad spec, unreachable board, failed copy or install, missing adb or app."""
