@@ -106,20 +106,36 @@ def drop_scalar_asserts(graph_module: torch.fx.GraphModule):
 
 def lower_method(recipe: Recipe, method: str, program: ExportedProgram) -> tuple[ExportedProgram, Coverage]:
     """Lower one exported method to the edge dialect with its delegates; returns the edge program."""
+    edge = _lower(recipe, method, program, name=method)
+    edge_program = edge.exported_program(method)
+    return edge_program, delegation_coverage(edge_program)
+
+
+def lower_for_debugging(recipe: Recipe, method: str, program: ExportedProgram):
+    """The method lowered exactly as in a bundle, alone, as a program with an ETRecord for the Inspector.
+
+    Its graph and debug handles are those of the bundle's method, so the Inspector can line up the bundle's
+    ETDump with this ETRecord. The method is named `forward`: the Inspector reads only that name.
+    """
+    edge = _lower(recipe, method, program, name="forward", generate_etrecord=True)
+    return edge.to_executorch(_backend_config())
+
+
+def _lower(recipe: Recipe, method: str, program: ExportedProgram, name: str, generate_etrecord: bool = False):
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
     ranges = _symbol_ranges(program)
     try:
         edge = to_edge_transform_and_lower(
-            {method: program}, transform_passes=[infer_symbolic_view_dims] + (
+            {name: program}, transform_passes=[infer_symbolic_view_dims] + (
                 [drop_scalar_asserts] if recipe.method_backend(method) == "coreml" else []),
-            partitioner={method: partitioners(recipe, method)},
-            compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True))
+            partitioner={name: partitioners(recipe, method)},
+            compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
+            generate_etrecord=generate_etrecord)
     except Exception as e:  # noqa: BLE001 - re-raised with the method and backend named
         raise ExportError(f"lowering {method} for {recipe.backend} failed: {type(e).__name__}: {e}") from e
-    edge_program = edge.exported_program(method)
-    _restore_symbol_ranges(edge_program, ranges)
-    return edge_program, delegation_coverage(edge_program)
+    _restore_symbol_ranges(edge.exported_program(name), ranges)
+    return edge
 
 
 def _symbol_ranges(program: ExportedProgram) -> dict:
@@ -173,13 +189,19 @@ def _op_name(target) -> str:
 
 def to_executorch(edge_programs: dict[str, ExportedProgram], constant_methods: dict):
     """Join the lowered methods into one program and run ExecuTorch's memory planning."""
-    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig
-    from executorch.exir.passes import MemoryPlanningPass
+    from executorch.exir import EdgeCompileConfig
     from executorch.exir.program import EdgeProgramManager
 
     manager = EdgeProgramManager(edge_programs, constant_methods=constant_methods,
                                  compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True))
-    return manager.to_executorch(ExecutorchBackendConfig(
+    return manager.to_executorch(_backend_config())
+
+
+def _backend_config():
+    from executorch.exir import ExecutorchBackendConfig
+    from executorch.exir.passes import MemoryPlanningPass
+
+    return ExecutorchBackendConfig(
         extract_delegate_segments=True,
         # Fuses torchao's dequantize + embedding into quantized_decomposed::embedding_{byte,4bit}.
         do_quant_fusion_and_const_prop=True,
@@ -187,4 +209,4 @@ def to_executorch(edge_programs: dict[str, ExportedProgram], constant_methods: d
         # own memory id: left in the activation arena, running vision_encoder or audio_preprocessor between
         # decoder calls overwrote it (seen in both executorch.runtime and the stock MultimodalRunner).
         memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False, share_mutable_buffers=True),
-        emit_mutable_buffer_names=True))
+        emit_mutable_buffer_names=True)

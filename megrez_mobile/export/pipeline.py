@@ -26,7 +26,7 @@ from ..config import CONFIG_FILE, MegrezConfig
 from ..errors import ExportError
 from ..model.omni import MegrezOmni, check_tokenizer_fits
 from ..processing.processor import MegrezProcessor
-from .lowering import lower_method, to_executorch
+from .lowering import lower_for_debugging, lower_method, to_executorch
 from .programs import MethodSpec, method_specs
 from .quantize import module_kind, quantizable_modules, quantize_modules
 from .recipe import Recipe
@@ -53,18 +53,7 @@ def export_bundle(checkpoint_dir: str | Path, recipe: Recipe | str, out_dir: str
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"{out_dir} already exists and is not empty; choose another path or pass --overwrite")
 
-    # Everything that can be refused is refused before a weight is read.
-    config = MegrezConfig.from_pretrained(checkpoint_dir)
-    index = CheckpointIndex.read(checkpoint_dir)
-    processor = MegrezProcessor.from_pretrained(checkpoint_dir)
-    with torch.device("meta"):
-        model = MegrezOmni(config)
-    expected = model.checkpoint_shapes()
-    index.check_against(expected)
-    modules = dict(quantizable_modules(model))
-    recipe.check([n for n, m in modules.items() if isinstance(m, nn.Linear)],
-                 [n for n, m in modules.items() if isinstance(m, nn.Embedding)])
-    check_tokenizer_fits(processor, config, checkpoint_dir)
+    config, index, processor, model, expected = _prepare(checkpoint_dir, recipe)
     say(f"recipe {recipe.name}: backend {recipe.backend}, context {recipe.options.max_context}, "
         f"max segment {recipe.options.max_seq_len} tokens")
 
@@ -105,6 +94,32 @@ def export_bundle(checkpoint_dir: str | Path, recipe: Recipe | str, out_dir: str
             versions=_versions())
         (tmp / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
     return ExportResult(out_dir, read_manifest(out_dir), time.perf_counter() - start)
+
+
+def _prepare(checkpoint_dir: Path, recipe: Recipe):
+    """Read everything but the weights and refuse what can be refused before a weight is read."""
+    config = MegrezConfig.from_pretrained(checkpoint_dir)
+    index = CheckpointIndex.read(checkpoint_dir)
+    processor = MegrezProcessor.from_pretrained(checkpoint_dir)
+    with torch.device("meta"):
+        model = MegrezOmni(config)
+    expected = model.checkpoint_shapes()
+    index.check_against(expected)
+    modules = dict(quantizable_modules(model))
+    recipe.check([n for n, m in modules.items() if isinstance(m, nn.Linear)],
+                 [n for n, m in modules.items() if isinstance(m, nn.Embedding)])
+    check_tokenizer_fits(processor, config, checkpoint_dir)
+    return config, index, processor, model, expected
+
+
+def export_method_for_debugging(checkpoint_dir: str | Path, recipe: Recipe, method: str):
+    """One method of a bundle, exported again exactly as `export_bundle` does, with an ETRecord attached
+    (`lower_for_debugging`): what `validate`'s drill-down compares a bundle's intermediate outputs against."""
+    checkpoint_dir = Path(checkpoint_dir)
+    config, index, processor, model, expected = _prepare(checkpoint_dir, recipe)
+    spec = next(s for s in method_specs(model, recipe.options, processor.config) if s.name == method)
+    _load_and_quantize(spec, model, _WeightStreamer(model, index, expected, None), recipe, lambda _: None)
+    return lower_for_debugging(recipe, method, _torch_export(spec))
 
 
 # --- weights ------------------------------------------------------------------------------------------------------
@@ -162,19 +177,21 @@ def _load_and_quantize(spec: MethodSpec, model: MegrezOmni, weights: _WeightStre
 
 # --- export + lowering ------------------------------------------------------------------------------------------
 def _export_one(spec: MethodSpec, recipe: Recipe, say: StageFn):
+    say(f"{spec.name}: torch.export")
+    exported = _torch_export(spec)
+    say(f"{spec.name}: lowering to {recipe.backend}")
+    return lower_method(recipe, spec.name, exported)
+
+
+def _torch_export(spec: MethodSpec):
     import torch.fx.experimental._config as fx_config
 
     module = spec.build().eval()
-    say(f"{spec.name}: torch.export")
     try:
         with torch.no_grad(), fx_config.patch(backed_size_oblivious=spec.size_oblivious):
-            exported = torch.export.export(module, spec.example_inputs, dynamic_shapes=spec.dynamic_shapes,
-                                           strict=False)
+            return torch.export.export(module, spec.example_inputs, dynamic_shapes=spec.dynamic_shapes, strict=False)
     except Exception as e:  # noqa: BLE001 - re-raised naming the method
         raise ExportError(f"torch.export of {spec.name} failed: {type(e).__name__}: {e}") from e
-    del module
-    say(f"{spec.name}: lowering to {recipe.backend}")
-    return lower_method(recipe, spec.name, exported)
 
 
 # --- metadata -----------------------------------------------------------------------------------------------------
