@@ -106,7 +106,7 @@ def test_profile_local_reports_compares_and_renders(bundle_8da4w, tmp_path):
     again = runner.invoke(cli, ["profile", str(bundle_8da4w), "--quick", "--no-per-op", "--compare",
                                 str(tmp_path / "fast.json")])
     assert again.exit_code == 1, again.output
-    assert "REGRESSION" in again.output.split("decode 16 tokens")[1].splitlines()[0]
+    assert "REGRESSION" in again.output.split("decode 16 tokens, tok/s")[1].splitlines()[0]
 
 
 def _run(median: float, spread: float, better: str = "higher") -> dict:
