@@ -15,6 +15,7 @@ from __future__ import annotations
 import getpass
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -109,7 +110,11 @@ def sshd(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def board_cache(tmp_path_factory) -> Path:
-    """The board's cache root for this session (not ~/.cache: the board is this machine)."""
+    """The board's cache root for this session (not ~/.cache: the board is this machine).
+
+    Its venv holds torch (~2 GB, 60k files). It is not deleted here: that takes 40-110 s on CI disks, and
+    pytest already keeps only the last three sessions' temp dirs.
+    """
     return tmp_path_factory.mktemp("board") / "cache dir 'q'"
 
 
@@ -277,6 +282,25 @@ def test_failing_agent_reports_its_last_lines(bundle_8da4w):
 def test_listing_a_device_twice_is_refused(bundle_8da4w):
     with pytest.raises(DeviceError, match="listed more than once"):
         profile_on_devices([LocalDevice(), LocalDevice()], bundle_8da4w, [], lambda _: None)
+
+
+def test_copy_plan_skips_matching_files_and_resumes_only_where_it_can(tmp_path):
+    from megrez_mobile.harness.remote import LocalFile, RemoteFile, parse_state, plan_transfers, state_script
+
+    files = [LocalFile("model.pte", tmp_path / "model.pte", 100, "a" * 64),
+             LocalFile("tokenizer.json", tmp_path / "tokenizer.json", 10, "b" * 64),
+             LocalFile("manifest.json", tmp_path / "manifest.json", 5, "c" * 64)]
+    # What state_script prints on the device, after a login shell's greeting.
+    state = parse_state(f"Welcome!\nP 0 40\nF 1 10 {'b' * 64}\nF 2 5 {'d' * 64}\n", files)
+    assert state == {"model.pte": RemoteFile(partial_bytes=40), "tokenizer.json": RemoteFile(10, "b" * 64),
+                     "manifest.json": RemoteFile(5, "d" * 64)}
+    ssh_plan = plan_transfers(files, state, resumable=True)
+    assert [(t.file.name, t.offset) for t in ssh_plan] == [("model.pte", 40), ("manifest.json", 0)]
+    adb_plan = plan_transfers(files, state, resumable=False)  # adb push cannot append
+    assert [(t.file.name, t.offset) for t in adb_plan] == [("model.pte", 0), ("manifest.json", 0)]
+    too_long = plan_transfers(files, {"model.pte": RemoteFile(partial_bytes=500)}, resumable=True)
+    assert too_long[0].offset == 0  # a partial file longer than the file is not this file: start over
+    assert f"cd {shlex.quote(AWKWARD)} ||" in state_script(AWKWARD, files)  # quoted where it is used
 
 
 # --- adb, through the stand-in ----------------------------------------------------------------------------

@@ -206,7 +206,7 @@ class BoardInfo:
     python_version: str    # "3.11"
 
 
-PIP_PROGRESS = ("Processing", "Collecting", "Installing collected", "Successfully installed", "ERROR")
+PIP_PROGRESS = ("Installing collected", "Successfully installed", "ERROR", "WARNING")  # pip says far more
 
 
 @dataclass(frozen=True)

@@ -296,7 +296,8 @@ def parse_state(output: str, files: Sequence[LocalFile]) -> dict[str, RemoteFile
     found: dict[str, RemoteFile] = {}
     for line in output.splitlines():
         parts = line.split()
-        if len(parts) < 3 or parts[0] not in ("F", "P") or not parts[1].isdigit() or int(parts[1]) >= len(files):
+        if (len(parts) < 3 or parts[0] not in ("F", "P") or not (parts[1].isdigit() and parts[2].isdigit())
+                or int(parts[1]) >= len(files)):
             continue  # not ours: a login shell's greeting
         name = files[int(parts[1])].name
         old = found.get(name, RemoteFile())
