@@ -31,8 +31,9 @@ def parse_options(argv: list[str]) -> tuple[argparse.Namespace, ProfileOptions]:
     parser.add_argument("--bundle", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
     defaults = ProfileOptions()
-    parser.add_argument("--reps", type=int, default=defaults.reps)
-    parser.add_argument("--warmup", type=int, default=defaults.warmup)
+    # None: the default of the chosen size (normal or --quick); given explicitly, they win over --quick.
+    parser.add_argument("--reps", type=int, default=None)
+    parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--prefill", default=",".join(map(str, defaults.prefill_lengths)))
     parser.add_argument("--decode", type=int, default=defaults.decode_tokens)
@@ -41,10 +42,11 @@ def parse_options(argv: list[str]) -> tuple[argparse.Namespace, ProfileOptions]:
     parser.add_argument("--no-per-op", action="store_true")
     parser.add_argument("--quick", action="store_true", help="small sizes (tests, a first look)")
     ns = parser.parse_args(argv)
+    counts = {k: v for k, v in (("reps", ns.reps), ("warmup", ns.warmup)) if v is not None}
     if ns.quick:
-        options = ProfileOptions.quick(threads=ns.threads, per_op=not ns.no_per_op)
+        options = ProfileOptions.quick(threads=ns.threads, per_op=not ns.no_per_op, **counts)
     else:
-        options = ProfileOptions(reps=ns.reps, warmup=ns.warmup, threads=ns.threads,
+        options = ProfileOptions(**counts, threads=ns.threads,
                                  prefill_lengths=tuple(int(x) for x in ns.prefill.split(",") if x),
                                  decode_tokens=ns.decode, audio_seconds=ns.audio_seconds, per_op=not ns.no_per_op,
                                  top_ops=ns.top_ops)
