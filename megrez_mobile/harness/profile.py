@@ -216,10 +216,11 @@ def _host_info() -> dict[str, Any]:
 
     from .. import __version__
 
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        import executorch
-        et_version = getattr(executorch, "__version__", "")
-    except ImportError:  # pragma: no cover - the agent always has it
+        et_version = version("executorch")
+    except PackageNotFoundError:  # pragma: no cover - the agent always has it
         et_version = ""
     return {"hostname": platform.node(), "machine": platform.machine(), "system": platform.system(),
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
