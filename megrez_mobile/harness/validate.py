@@ -9,6 +9,7 @@ at everything downstream of it. Thresholds come from the recipe the bundle was m
 from __future__ import annotations
 
 import json
+import math
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -85,7 +86,8 @@ class ValidationReport:
                 "warnings": self.warnings, "drilldown": self.drilldown}
 
     def write_json(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2, default=_json_float) + "\n", encoding="utf-8")
+        # Strict JSON (apps and CI parse it): an identical output's SNR is infinite, written as the string "inf".
+        path.write_text(json.dumps(_finite(self.to_dict()), indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
     def table(self) -> str:
         rows = [("method", "metric", "value", "threshold", "")]
@@ -106,8 +108,14 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
 
 
-def _json_float(x: Any) -> Any:
-    return str(x)
+def _finite(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x
 
 
 def fidelity_of(manifest) -> tuple[str, Fidelity]:
