@@ -253,7 +253,7 @@ def inspect(bundle: Path, no_checksums: bool):
     click.echo(f"context     max_context {manifest.context['max_context']}, "
                f"max segment (get_max_seq_len) {manifest.context['max_seq_len']}")
     click.echo(f"stop ids    {manifest.front_end['stop_ids']}")
-    click.echo(f"versions    " + ", ".join(f"{k} {v}" for k, v in manifest.versions.items()))
+    click.echo("versions    " + ", ".join(f"{k} {v}" for k, v in manifest.versions.items()))
     click.echo()
     click.echo(_summary_table(manifest))
 

@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from megrez_mobile.cli import cli
-from megrez_mobile.harness.report import compare_runs, load_run, table
+from megrez_mobile.harness.report import compare_runs, load_run
 
 
 @pytest.mark.parametrize("bundle_fixture", ["bundle_8da4w", "bundle_fp32"])

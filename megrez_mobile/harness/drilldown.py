@@ -58,7 +58,7 @@ def drill_down(bundle_dir: str | Path, reference: str | Path, method: str, input
                            "the cause; if not, lowering is."}
     bundle_dir, reference = Path(bundle_dir), Path(reference)
     manifest = read_manifest(bundle_dir)
-    recipe = Recipe.from_dict({k: v for k, v in manifest.recipe.items() if k != "source"}, "manifest")
+    recipe = Recipe.from_dict(manifest.recipe, f"{bundle_dir}/manifest.json")
     args = method_inputs(method, reference, inputs)
     try:
         debug_program = export_method_for_debugging(reference, recipe, method)

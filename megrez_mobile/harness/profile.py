@@ -21,12 +21,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from .validate import sample_media
 
 SCHEMA = "megrez-mobile/profile/1"
 LogFn = Callable[[str], None]
@@ -89,22 +90,18 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _assets() -> tuple[str, str]:
-    assets = resources.files("megrez_mobile") / "assets"
-    return str(assets / "sample_image.jpg"), str(assets / "sample_audio.m4a")
-
-
 def profile_bundle(bundle_dir: str | Path, options: ProfileOptions = ProfileOptions(),
                    log: LogFn = lambda _: None) -> dict[str, Any]:
     """Measure one bundle in this process; returns the versioned result (see SCHEMA)."""
+    from ..bundle import read_manifest, verify_files
     from ..processing.audio import load_audio
     from ..runtime.session import Bundle, load_runtime_kernels
 
     bundle_dir = Path(bundle_dir)
     load_runtime_kernels()
     rss_before_load = _peak_rss_mb()
-    log("loading the bundle (checksums, then the program)")
-    verify_s = _timed(lambda: Bundle.load(bundle_dir, verify_checksums=True, threads=options.threads))
+    log("verifying the bundle's checksums, then loading the program")
+    verify_s = _timed(lambda: verify_files(bundle_dir, read_manifest(bundle_dir), checksums=True))
     bundle: Bundle | None = None
 
     def load() -> None:
@@ -118,7 +115,7 @@ def profile_bundle(bundle_dir: str | Path, options: ProfileOptions = ProfileOpti
     assert bundle is not None
     processor = bundle.processor
     metrics: dict[str, Stat] = {"load_s": Stat("s", "lower", tuple(load_s))}
-    image, audio_path = _assets()
+    image, audio_path = sample_media()
     vocab = int(bundle.manifest.program.constants["get_vocab_size"])
     generator = torch.Generator().manual_seed(0)
 

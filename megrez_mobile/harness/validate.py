@@ -151,9 +151,15 @@ def validate_bundle(bundle_dir: str | Path, reference: str | Path, inputs: Valid
     return report
 
 
-def _media(inputs: ValidationInputs) -> tuple[Any, Any]:
+def sample_media() -> tuple[str, str]:
+    """The sample image and speech clip shipped with the SDK (the same files as the demo's)."""
     assets = resources.files("megrez_mobile") / "assets"
-    return (str(inputs.image or assets / "sample_image.jpg"), str(inputs.audio or assets / "sample_audio.m4a"))
+    return str(assets / "sample_image.jpg"), str(assets / "sample_audio.m4a")
+
+
+def _media(inputs: ValidationInputs) -> tuple[str, str]:
+    image, audio = sample_media()
+    return str(inputs.image or image), str(inputs.audio or audio)
 
 
 def _validate_methods(bundle, model, inputs: ValidationInputs, fidelity: Fidelity, report: ValidationReport,
@@ -175,7 +181,7 @@ def _validate_methods(bundle, model, inputs: ValidationInputs, fidelity: Fidelit
 
     # token_embedding: every id of the teacher-forced set.
     sequences = _teacher_forced_sequences(processor, inputs)
-    ids = torch.cat([s for s in sequences], dim=1)
+    ids = torch.cat(sequences, dim=1)
     log(f"token_embedding: {ids.shape[1]} ids")
     encoder("token_embedding", [(bundle.embed_tokens(ids[0].tolist())[0], model.embed_tokens(ids)[0])])
 
