@@ -47,11 +47,9 @@ AGENT_MODULE = "megrez_mobile.harness.agent"
 SPEC_FORMS = "local, ssh:user@host[:port], adb, adb:SERIAL"
 DEFAULT_REMOTE_CACHE = "~/.cache/megrez-mobile"
 
-# The Android side of the contract (android_demo/README.md, "Benchmark entry point").
-APP_PACKAGE = "dev.megrezmobile.demo"
-BENCHMARK_ACTIVITY = f"{APP_PACKAGE}/.BenchmarkActivity"
-ADB_BUNDLE_ROOT = "/data/local/tmp/megrez-mobile"   # adb may write here, and apps may read what adb pushed
-ADB_RESULT_DIR = f"/sdcard/Android/data/{APP_PACKAGE}/files/results"  # the app writes here with no permission
+# The Android side of the contract (android_demo/README.md, "Benchmark entry point"), defined in app_contract.
+from .app_contract import (ADB_BUNDLE_ROOT, ADB_RESULT_DIR, APP_PACKAGE, BENCHMARK_ACTIVITY,  # noqa: E402
+                           ERROR_SUFFIX, EXTRA_ARGS, EXTRA_BUNDLE_DIR, EXTRA_RESULT_PATH)
 
 
 @dataclass(frozen=True)
@@ -395,9 +393,10 @@ class AdbDevice:
 
     def start_benchmark(self, transport: AdbTransport, remote_bundle: str, result_path: str,
                         agent_args: list[str], log: LogFn) -> None:
-        transport.shell(f"rm -f {q(result_path)} {q(result_path + '.error')}", what="clear an old result")
-        command = ["am", "start", "-W", "-S", "-n", BENCHMARK_ACTIVITY, "--es", "bundle_dir", remote_bundle,
-                   "--es", "result_path", result_path, "--es", "args", json.dumps(agent_args, separators=(",", ":"))]
+        transport.shell(f"rm -f {q(result_path)} {q(result_path + ERROR_SUFFIX)}", what="clear an old result")
+        command = ["am", "start", "-W", "-S", "-n", BENCHMARK_ACTIVITY, "--es", EXTRA_BUNDLE_DIR, remote_bundle,
+                   "--es", EXTRA_RESULT_PATH, result_path,
+                   "--es", EXTRA_ARGS, json.dumps(agent_args, separators=(",", ":"))]
         out = transport.shell(shlex.join(command), what="start the benchmark app").stdout
         errors = [ln.strip() for ln in out.splitlines() if ln.strip().startswith("Error")]
         if errors:
@@ -407,7 +406,7 @@ class AdbDevice:
 
     def wait_for_result(self, transport: AdbTransport, result_path: str, log: LogFn) -> str:
         """Poll for the result file (or the app's error file) while the app is alive, up to timeout_s."""
-        error_path = result_path + ".error"
+        error_path = result_path + ERROR_SUFFIX
         poll = (f"if [ -f {q(result_path)} ]; then echo state=done; elif [ -f {q(error_path)} ]; then "
                 f"echo state=failed; cat {q(error_path)}; elif pidof {q(APP_PACKAGE)} >/dev/null 2>&1; then "
                 f"echo state=running; else echo state=gone; fi")
