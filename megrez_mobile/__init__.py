@@ -18,7 +18,8 @@ _EXPORTS = {
     "export_bundle": "megrez_mobile.export.pipeline",
     **{name: "megrez_mobile.errors" for name in (
         "MegrezError", "CheckpointError", "InputError", "ImageError", "AudioError", "ChatFormatError",
-        "ContextOverflowError", "RecipeError", "ExportError", "BundleError", "DeviceError")},
+        "ContextOverflowError", "RecipeError", "ExportError", "BundleError", "DeviceError", "OutputPathError",
+        "NumericalError")},
 }
 __all__ = list(_EXPORTS)
 

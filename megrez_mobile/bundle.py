@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import BundleError
+from .errors import BundleError, MegrezError
+from .untrusted import bounded, member, plain_name, read_json, typed_fields
 
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -22,16 +24,34 @@ PROGRAM_FILE = "model.pte"
 TOKENIZER_FILE = "tokenizer.json"
 
 
+_FIX = "Re-export the bundle with `megrez-mobile export`, or copy it again from its source"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# The largest context any front end may be asked to keep (the KV cache is allocated from it).
+MAX_CONTEXT = 1 << 20
+
+
+def _typed(cls, raw: Any, where: str, **kwargs) -> dict[str, Any]:
+    return typed_fields(cls, raw, where, BundleError, fix=_FIX, **kwargs)
+
+
 @dataclass(frozen=True)
 class FileEntry:
     file: str
-    bytes: int
-    sha256: str
+    bytes: int = bounded(0, 1 << 44)
+    sha256: str = ""
 
     @classmethod
     def of(cls, directory: Path, name: str) -> "FileEntry":
         path = directory / name
         return cls(name, path.stat().st_size, sha256_file(path))
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str) -> "FileEntry":
+        entry = cls(**_typed(cls, raw, where))
+        plain_name(entry.file, f"{where}: file", BundleError)
+        if not _SHA256.fullmatch(entry.sha256):
+            raise BundleError(f"{where}: sha256 must be 64 lowercase hex digits, got {entry.sha256[:80]!r}. {_FIX}")
+        return entry
 
 
 @dataclass(frozen=True)
@@ -44,7 +64,10 @@ class MethodEntry:
     delegated_ops: int
     total_ops: int
     delegates: int
-    export_seconds: float
+    export_seconds: float = bounded(0.0, None)
+    # Layers whose recipe scheme the backend does not accept, and what they got instead: one entry per
+    # {"requested", "used", "reason", "layers": [checkpoint module names]}. Empty when every rule applied as written.
+    quantization_fallbacks: tuple[dict[str, Any], ...] = ()
 
     @property
     def coverage_percent(self) -> float:
@@ -57,6 +80,25 @@ class ProgramEntry:
     backend: str
     methods: tuple[MethodEntry, ...]
     constants: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Context:
+    """The manifest's `context`: what the program's constant methods say, checked against them at load."""
+
+    max_context: int = bounded(2, MAX_CONTEXT)
+    max_seq_len: int = bounded(1, MAX_CONTEXT)
+
+
+@dataclass(frozen=True)
+class FrontEnd:
+    """The manifest's `front_end` as the runtimes read it (validated; the manifest keeps the plain mapping)."""
+
+    special_token_ids: dict[str, int]
+    stop_ids: list[int]
+    preprocessor_config: dict[str, Any]
+    default_system_prompt: str | None = None
+    chat_template: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,22 +117,68 @@ class Manifest:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n"
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str) -> "Manifest":
+    def from_dict(cls, raw: Any, source: str) -> "Manifest":
+        """Every field a runtime or front end reads, checked for type and range; the error names the field."""
+        if not isinstance(raw, dict):
+            raise BundleError(f"{source} is not a manifest (a JSON object). {_FIX}")
+        if raw.get("schema_version") != SCHEMA_VERSION:
+            raise BundleError(f"{source}: schema_version {raw.get('schema_version')!r}, this SDK reads "
+                              f"{SCHEMA_VERSION}; re-export the bundle with this version of megrez-mobile")
+        top = _typed(cls, raw, source, only=("model_id", "checkpoint", "recipe", "front_end", "context",
+                                             "versions", "schema_version"))
+        prog = _typed(ProgramEntry, raw.get("program"), f"{source}: program", only=("backend", "constants"))
+        methods = raw["program"].get("methods")
+        if not isinstance(methods, list) or not methods:
+            raise BundleError(f"{source}: program.methods must be a non-empty list. {_FIX}")
+        program = ProgramEntry(
+            FileEntry.from_dict(raw["program"].get("file"), f"{source}: program.file"), prog["backend"],
+            tuple(MethodEntry(**_typed(MethodEntry, m, f"{source}: program.methods[{i}]"))
+                  for i, m in enumerate(methods)),
+            prog["constants"])
+        manifest = cls(program=program, tokenizer=FileEntry.from_dict(raw.get("tokenizer"), f"{source}: tokenizer"),
+                       **top)
+        manifest._check(source)
+        return manifest
+
+    def _check(self, source: str) -> None:
+        context = Context(**_typed(Context, self.context, f"{source}: context"))
+        if context.max_seq_len > context.max_context:
+            raise BundleError(f"{source}: context.max_seq_len ({context.max_seq_len}) exceeds context.max_context "
+                              f"({context.max_context}). {_FIX}")
+        for name, key in (("get_max_context_len", "max_context"), ("get_max_seq_len", "max_seq_len")):
+            if self.program.constants.get(name) != self.context[key]:
+                raise BundleError(f"{source}: program.constants.{name} ({self.program.constants.get(name)!r}) "
+                                  f"disagrees with context.{key} ({self.context[key]}). {_FIX}")
+        _typed(FrontEnd, self.front_end, f"{source}: front_end")
+        if not self.front_end["stop_ids"]:
+            raise BundleError(f"{source}: front_end.stop_ids is empty: generation would never stop. {_FIX}")
+        from .config import PreprocessorConfig  # the front end's parameters, with their own bounds
+
         try:
-            if raw.get("schema_version") != SCHEMA_VERSION:
-                raise BundleError(f"{source}: schema_version {raw.get('schema_version')!r}, this SDK reads "
-                                  f"{SCHEMA_VERSION}; re-export the bundle with this version of megrez-mobile")
-            prog = raw["program"]
-            program = ProgramEntry(FileEntry(**prog["file"]), prog["backend"],
-                                   tuple(MethodEntry(**m) for m in prog["methods"]), dict(prog["constants"]))
-            return cls(model_id=raw["model_id"], checkpoint=raw["checkpoint"], recipe=raw["recipe"], program=program,
-                       tokenizer=FileEntry(**raw["tokenizer"]), front_end=raw["front_end"], context=raw["context"],
-                       versions=raw["versions"], schema_version=raw["schema_version"])
-        except (KeyError, TypeError) as e:
-            raise BundleError(f"{source} is malformed ({type(e).__name__}: {e}); re-export the bundle") from e
+            PreprocessorConfig.from_dict(self.front_end["preprocessor_config"], f"{source}: front_end.preprocessor_config")
+        except MegrezError as e:
+            raise BundleError(f"{e}. {_FIX}") from None
+        from .export.recipe import Recipe  # the recipe as exported: `validate` and `inspect` read it
+
+        try:
+            Recipe.from_dict(self.recipe, f"{source}: recipe")
+        except MegrezError as e:
+            raise BundleError(f"{e}. {_FIX}") from None
+        if names := {e.file for e in self.all_files()} & {MANIFEST_FILE}:
+            raise BundleError(f"{source}: a file entry names {names.pop()}, the manifest itself. {_FIX}")
+        if self.program.file.file == self.tokenizer.file:
+            raise BundleError(f"{source}: program.file and tokenizer name the same file. {_FIX}")
 
     def all_files(self) -> tuple[FileEntry, ...]:
         return (self.program.file, self.tokenizer)
+
+    def path_of(self, bundle_dir: str | Path, entry: FileEntry) -> Path:
+        """Where `entry` lives in `bundle_dir`: the one path both verification and loading use."""
+        return member(Path(bundle_dir), entry.file, f"{Path(bundle_dir) / MANIFEST_FILE}: {entry.file}", BundleError)
+
+    @property
+    def program_file(self) -> str:
+        return self.program.file.file
 
 
 def coverage_percent(delegated_ops: int, total_ops: int) -> float:
@@ -114,13 +202,7 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
         partial = sorted(p.name for p in bundle_dir.parent.glob(f".{bundle_dir.name}.partial-*"))
         hint = f" (found unfinished export(s) {partial}: re-run the export)" if partial else ""
         raise BundleError(f"{path} is missing: {bundle_dir} is not a complete bundle{hint}")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BundleError(f"{path} is not valid JSON ({e}); re-export the bundle") from e
-    if not isinstance(raw, dict):
-        raise BundleError(f"{path} is not a manifest object; re-export the bundle")
-    return Manifest.from_dict(raw, str(path))
+    return Manifest.from_dict(read_json(path, BundleError, _FIX), str(path))
 
 
 def verify_files(bundle_dir: str | Path, manifest: Manifest, checksums: bool = True) -> None:
@@ -128,7 +210,7 @@ def verify_files(bundle_dir: str | Path, manifest: Manifest, checksums: bool = T
     bundle_dir = Path(bundle_dir)
     problems = []
     for entry in manifest.all_files():
-        path = bundle_dir / entry.file
+        path = manifest.path_of(bundle_dir, entry)
         if not path.is_file():
             problems.append(f"{entry.file}: missing")
             continue

@@ -8,55 +8,63 @@ audio front-end parameters. Nothing here is hard-coded to the 3B dims: every siz
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError
+from .untrusted import bounded, read_json, typed_fields
 
 CONFIG_FILE = "config.json"
 PREPROCESSOR_CONFIG_FILE = "preprocessor_config.json"
+
+
+_REDOWNLOAD = "re-download it, or make a checkpoint with `megrez-mobile make-tiny`"
+_FIX_CONFIG = "Fix that value (compare with the official config of Infinigence/Megrez-3B-Omni) or re-download the file"
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path} is missing. A Megrez-3B-Omni checkpoint directory needs it; "
                               "download the whole repository or make one with `megrez-mobile make-tiny`.")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}). Re-download it.") from e
+    return read_json(path, CheckpointError, _REDOWNLOAD)
 
 
-def _pick(cls, raw: dict[str, Any], where: str):
-    """Build dataclass `cls` from the known keys of `raw`; unknown keys are ignored, missing required ones reported."""
-    kwargs, missing = {}, []
-    for f in dataclasses.fields(cls):
-        if f.name in raw and raw[f.name] is not None:
-            kwargs[f.name] = raw[f.name]
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            missing.append(f.name)
-    if missing:
-        raise CheckpointError(f"{where} lacks required field(s): {', '.join(missing)}")
-    return cls(**kwargs)
+def _pick(cls, raw: Any, where: str):
+    """Build dataclass `cls` from the known keys of `raw`, each checked for type and bounds; unknown keys ignored."""
+    return cls(**typed_fields(cls, raw, where, CheckpointError, fix=_FIX_CONFIG))
+
+
+# Bounds far beyond any real model, tight enough that nothing loops, divides or allocates by an absurd value
+# before the checkpoint's own shapes are checked against the config.
+def _width():
+    return bounded(1, 1 << 17)
+
+
+def _heads():
+    return bounded(1, 1 << 10)
+
+
+def _layers():
+    return bounded(1, 1 << 10)
 
 
 @dataclass(frozen=True)
 class TextConfig:
     """The Llama decoder (Megrez-3B-Instruct backbone)."""
 
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    vocab_size: int
-    rms_norm_eps: float = 1e-5
-    rope_theta: float = 10000.0
-    max_position_embeddings: int = 4096
+    hidden_size: int = _width()
+    intermediate_size: int = _width()
+    num_hidden_layers: int = _layers()
+    num_attention_heads: int = _heads()
+    num_key_value_heads: int = _heads()
+    vocab_size: int = bounded(1, 1 << 22)
+    rms_norm_eps: float = bounded(1e-12, 1.0, default=1e-5)
+    rope_theta: float = bounded(1.0, 1e12, default=10000.0)
+    # The KV cache and RoPE tables are sized from it: 1 M positions is far past any Megrez context.
+    max_position_embeddings: int = bounded(1, 1 << 20, default=4096)
     tie_word_embeddings: bool = False
-    head_dim: int | None = None
+    head_dim: int | None = bounded(2, 1 << 12, default=None)
     hidden_act: str = "silu"
     attention_bias: bool = False
     mlp_bias: bool = False
@@ -64,6 +72,9 @@ class TextConfig:
     def __post_init__(self):
         if self.head_dim is None:
             object.__setattr__(self, "head_dim", self.hidden_size // self.num_attention_heads)
+        if self.head_dim < 2 or self.head_dim % 2:
+            raise CheckpointError(f"head_dim={self.head_dim} (hidden_size / num_attention_heads unless given) must be "
+                                  "even and >= 2: RoPE rotates pairs of channels")
         if self.num_attention_heads % self.num_key_value_heads:
             raise CheckpointError(f"num_attention_heads={self.num_attention_heads} is not a multiple of "
                                   f"num_key_value_heads={self.num_key_value_heads}")
@@ -77,15 +88,21 @@ class TextConfig:
 class VisionConfig:
     """SigLIP (NaViT variant) vision tower; defaults are SigLIP-SO400M's where the official dump is unreadable."""
 
-    hidden_size: int
-    intermediate_size: int
-    num_attention_heads: int
-    num_hidden_layers: int
-    patch_size: int = 14
-    image_size: int = 980
-    num_channels: int = 3
-    layer_norm_eps: float = 1e-6
+    hidden_size: int = _width()
+    intermediate_size: int = _width()
+    num_attention_heads: int = _heads()
+    num_hidden_layers: int = _layers()
+    patch_size: int = bounded(1, 64, default=14)
+    image_size: int = bounded(1, 1 << 13, default=980)
+    num_channels: int = bounded(3, 3, default=3)
+    layer_norm_eps: float = bounded(1e-12, 1.0, default=1e-6)
     hidden_act: str = "gelu_pytorch_tanh"
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_attention_heads or self.image_size < self.patch_size:
+            raise CheckpointError(f"vision_config: hidden_size={self.hidden_size} must be a multiple of "
+                                  f"num_attention_heads={self.num_attention_heads}, and image_size={self.image_size} "
+                                  f">= patch_size={self.patch_size}")
 
     @property
     def num_patches_per_side(self) -> int:
@@ -96,14 +113,18 @@ class VisionConfig:
 class AudioConfig:
     """Whisper-large-v3 encoder as packaged by Qwen-Audio, plus the Megrez projector."""
 
-    n_mels: int = 128
-    n_ctx: int = 1500
-    n_state: int = 1280
-    n_head: int = 20
-    n_layer: int = 32
-    output_dim: int = 2560
+    n_mels: int = bounded(1, 1024, default=128)
+    n_ctx: int = bounded(1, 1 << 16, default=1500)
+    n_state: int = bounded(1, 1 << 17, default=1280)
+    n_head: int = bounded(1, 1 << 10, default=20)
+    n_layer: int = bounded(1, 1 << 10, default=32)
+    output_dim: int = bounded(1, 1 << 17, default=2560)
     avg_pool: bool = True
     add_audio_bos_eos_token: bool = True
+
+    def __post_init__(self):
+        if self.n_state % self.n_head:
+            raise CheckpointError(f"audio_config: n_state={self.n_state} must be a multiple of n_head={self.n_head}")
 
 
 @dataclass(frozen=True)
@@ -111,9 +132,9 @@ class MegrezConfig:
     text: TextConfig
     vision: VisionConfig
     audio: AudioConfig
-    query_num: int = 64
+    query_num: int = bounded(1, 1 << 12, default=64)
     drop_vision_last_layer: bool = False
-    eos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -127,8 +148,10 @@ class MegrezConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], where: str = CONFIG_FILE) -> "MegrezConfig":
-        if "vision_config" not in raw or "audio_config" not in raw:
+        if not isinstance(raw, dict) or "vision_config" not in raw or "audio_config" not in raw:
             raise CheckpointError(f"{where} has no vision_config/audio_config: it is not a Megrez-3B-Omni config")
+        top = typed_fields(cls, raw, where, CheckpointError, fix=_FIX_CONFIG,
+                           only=("query_num", "drop_vision_last_layer", "eos_token_id"))
         text = _pick(TextConfig, raw, where)
         vision = _pick(VisionConfig, raw["vision_config"], f"{where}: vision_config")
         audio = _pick(AudioConfig, raw["audio_config"], f"{where}: audio_config")
@@ -138,9 +161,7 @@ class MegrezConfig:
         if text.hidden_size % 128:
             raise CheckpointError(f"{where}: hidden_size={text.hidden_size} must be a multiple of 128 "
                                   "(the resampler uses hidden_size/128 heads)")
-        return cls(text=text, vision=vision, audio=audio, query_num=raw.get("query_num", 64),
-                   drop_vision_last_layer=bool(raw.get("drop_vision_last_layer", False)),
-                   eos_token_id=raw.get("eos_token_id"), raw=raw)
+        return cls(text=text, vision=vision, audio=audio, raw=raw, **top)
 
     @classmethod
     def from_pretrained(cls, checkpoint_dir: str | Path) -> "MegrezConfig":
@@ -152,34 +173,34 @@ class MegrezConfig:
 class ImageProcessingConfig:
     """MiniCPM-V 2.6 style slicing (preprocessor_config.json) plus our decoding limits."""
 
-    scale_resolution: int = 448
-    max_slice_nums: int = 9
-    patch_size: int = 14
+    scale_resolution: int = bounded(1, 1 << 12, default=448)
+    max_slice_nums: int = bounded(1, 64, default=9)
+    patch_size: int = bounded(1, 64, default=14)
     slice_mode: bool = True
     use_image_id: bool = True
-    image_feature_size: int = 64
+    image_feature_size: int = bounded(1, 1 << 12, default=64)
     # Refuse images larger than this before decoding them (decompression bombs); 64 MP covers any phone camera.
-    max_pixels: int = 64_000_000
+    max_pixels: int = bounded(1, 1 << 30, default=64_000_000)
     # Longest side of any slice, in pixels (a multiple of patch_size). The exported vision program is sized for
     # it: what the delegate does not run is memory-planned at max_slice_side². Only images more elongated than
     # 16:1 reach it (448·√16 = 1792); they are scaled down to fit, where the official processor would not.
-    max_slice_side: int = 1792
+    max_slice_side: int = bounded(1, 1 << 14, default=1792)
 
 
 @dataclass(frozen=True)
 class AudioProcessingConfig:
     """Whisper log-mel front end (preprocessor_config.json) plus our clip policy."""
 
-    sampling_rate: int = 16000
-    feature_size: int = 128
-    n_fft: int = 400
-    hop_length: int = 160
+    sampling_rate: int = bounded(1000, 384_000, default=16000)
+    feature_size: int = bounded(1, 1024, default=128)
+    n_fft: int = bounded(2, 1 << 14, default=400)
+    hop_length: int = bounded(1, 1 << 14, default=160)
     # One encoder clip is at most this long (the positional table holds 30 s); longer audio is split into clips.
-    chunk_length: int = 30
+    chunk_length: int = bounded(1, 600, default=30)
     # Longer audio is refused before it is decoded in full: it could never fit into a 4K context anyway.
-    max_audio_seconds: float = 300.0
+    max_audio_seconds: float = bounded(0.01, 3600.0, default=300.0)
     # Shorter clips would produce no audio token at all.
-    min_audio_seconds: float = 0.04
+    min_audio_seconds: float = bounded(0.0, 10.0, default=0.04)
 
     @property
     def samples_per_clip(self) -> int:
@@ -213,21 +234,30 @@ class PreprocessorConfig:
     markers: MarkerTokens = field(default_factory=MarkerTokens)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "PreprocessorConfig":
-        image = _pick(ImageProcessingConfig, raw, PREPROCESSOR_CONFIG_FILE)
-        audio = _pick(AudioProcessingConfig, raw, PREPROCESSOR_CONFIG_FILE)
-        markers = _pick(MarkerTokens, raw, PREPROCESSOR_CONFIG_FILE)
+    def from_dict(cls, raw: dict[str, Any], where: str = PREPROCESSOR_CONFIG_FILE) -> "PreprocessorConfig":
+        image = _pick(ImageProcessingConfig, raw, where)
+        audio = _pick(AudioProcessingConfig, raw, where)
+        markers = _pick(MarkerTokens, raw, where)
         if image.max_slice_side % image.patch_size or image.max_slice_side < image.scale_resolution:
-            raise CheckpointError(f"{PREPROCESSOR_CONFIG_FILE}: max_slice_side={image.max_slice_side} must be a "
+            raise CheckpointError(f"{where}: max_slice_side={image.max_slice_side} must be a "
                                   f"multiple of patch_size={image.patch_size} and >= scale_resolution")
-        if image.scale_resolution % image.patch_size or image.max_slice_nums < 1:
-            raise CheckpointError(f"{PREPROCESSOR_CONFIG_FILE}: scale_resolution={image.scale_resolution} must be a "
-                                  f"multiple of patch_size={image.patch_size} and max_slice_nums >= 1")
+        if image.scale_resolution % image.patch_size:
+            raise CheckpointError(f"{where}: scale_resolution={image.scale_resolution} must be a "
+                                  f"multiple of patch_size={image.patch_size}")
+        if audio.hop_length > audio.n_fft or audio.samples_per_clip < audio.hop_length:
+            raise CheckpointError(f"{where}: need hop_length ({audio.hop_length}) <= n_fft ({audio.n_fft}) and at "
+                                  f"least one hop per clip (chunk_length {audio.chunk_length} s)")
+        if audio.min_audio_seconds >= audio.chunk_length:
+            raise CheckpointError(f"{where}: min_audio_seconds ({audio.min_audio_seconds}) must be shorter than "
+                                  f"chunk_length ({audio.chunk_length})")
+        if empty := [f.name for f in dataclasses.fields(markers) if not getattr(markers, f.name)]:
+            raise CheckpointError(f"{where}: marker string(s) {empty} are empty; name the tokenizer's special tokens")
         return cls(image=image, audio=audio, markers=markers)
 
     @classmethod
     def from_pretrained(cls, checkpoint_dir: str | Path) -> "PreprocessorConfig":
-        return cls.from_dict(_read_json(Path(checkpoint_dir) / PREPROCESSOR_CONFIG_FILE))
+        path = Path(checkpoint_dir) / PREPROCESSOR_CONFIG_FILE
+        return cls.from_dict(_read_json(path), str(path))
 
     def to_dict(self) -> dict[str, Any]:
         """The official preprocessor_config.json layout (flat keys)."""

@@ -45,3 +45,12 @@ class BundleError(MegrezError):
 
 class DeviceError(MegrezError):
     """A device could not be profiled: bad spec, unreachable board, failed copy or install, missing adb or app."""
+
+
+class OutputPathError(MegrezError, FileExistsError):
+    """An output path cannot be written: it exists (and overwriting was not asked for), a parent is a regular file,
+    its folder does not exist, or there is no permission. Raised before any work starts."""
+
+
+class NumericalError(MegrezError):
+    """A model produced NaN or infinite values (e.g. a checkpoint with NaN weights): its output would be garbage."""

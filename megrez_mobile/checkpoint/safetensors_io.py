@@ -20,7 +20,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, OutputPathError
+from ..untrusted import member, read_json
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -28,6 +29,19 @@ SINGLE_FILE = "model.safetensors"
 IGNORED_KEY_SUFFIXES = ("rotary_emb.inv_freq", "rotary_emb.cos_cached", "rotary_emb.sin_cached")
 
 ProgressFn = Callable[[int, int], None]
+
+
+def _read_weight_map(index_path: Path) -> dict[str, str]:
+    fix = "Re-download it (it must be the model.safetensors.index.json of the same download as the shards)."
+    raw = read_json(index_path, CheckpointError, fix)
+    weight_map = raw.get("weight_map") if isinstance(raw, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{index_path}: weight_map must be a non-empty mapping of tensor name -> shard file. {fix}")
+    for key, shard in weight_map.items():
+        if not isinstance(shard, str):
+            raise CheckpointError(f"{index_path}: weight_map[{key!r}] must be a shard file name, got "
+                                  f"{type(shard).__name__}. {fix}")
+    return weight_map
 
 
 @dataclass(frozen=True)
@@ -44,10 +58,7 @@ class CheckpointIndex:
         directory = Path(directory)
         index_path = directory / INDEX_FILE
         if index_path.is_file():
-            try:
-                weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
-            except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
-                raise CheckpointError(f"{index_path} is not a valid safetensors index ({e!r}). Re-download it.") from e
+            weight_map = _read_weight_map(index_path)
         elif (directory / SINGLE_FILE).is_file():
             weight_map = None
         else:
@@ -55,6 +66,8 @@ class CheckpointIndex:
                                   "point at a Megrez-3B-Omni checkpoint directory")
 
         shard_names = sorted(set(weight_map.values())) if weight_map is not None else [SINGLE_FILE]
+        for name in shard_names:  # before any shard is opened: a name from the index never leaves the directory
+            member(directory, name, f"{index_path}: weight_map shard name", CheckpointError)
         missing = [n for n in shard_names if not (directory / n).is_file()]
         if missing:
             raise CheckpointError(f"{directory}: shard file(s) listed in {INDEX_FILE} are missing: "
@@ -132,12 +145,29 @@ def load_into(model: torch.nn.Module, index: CheckpointIndex, expected: dict[str
                 progress(done, len(expected))
 
 
+def check_destination(out_dir: str | Path, overwrite: bool = False) -> None:
+    """Refuse, before any work, an output directory that could never be written (so no minutes are lost)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputPathError(f"{out_dir} is a file, not a directory; choose another output path")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise OutputPathError(f"{out_dir} already exists and is not empty; choose another path or pass --overwrite")
+    ancestor = out_dir.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputPathError(f"cannot create {out_dir}: {ancestor} is a file, not a directory; choose another "
+                              "output path")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputPathError(f"cannot create {out_dir}: no write permission in {ancestor}; choose another output "
+                              "path")
+
+
 @contextmanager
 def atomic_directory(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Write into a temporary sibling directory and rename it into place only when the block succeeds."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out_dir} already exists and is not empty; choose another path or pass overwrite")
+    check_destination(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:

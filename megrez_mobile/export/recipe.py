@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RecipeError
+from ..untrusted import bounded, read_yaml, typed_fields
 
 # The shipped recipes live in the repository's export/ folder (the package is installed editable, as the README says).
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "export"
@@ -38,7 +39,7 @@ class QuantScheme:
     """One quantization: `scheme` from SCHEMES, `group_size` 0 = per output channel."""
 
     scheme: str = "none"
-    group_size: int = 0
+    group_size: int = bounded(0, 1 << 16, default=0)
     # HQQ scale-only search for the weight scales (ExecuTorch's and optimum's default for 4-bit).
     hqq: bool = True
 
@@ -79,10 +80,10 @@ class ExportOptions:
     """Shape bounds and numerics shared by every method of the program."""
 
     # KV-cache length = `get_max_context_len`: prompt + answer positions of a whole conversation.
-    max_context: int = 4096
+    max_context: int = bounded(2, 1 << 20, default=4096)
     # Upper bound of text_decoder's (and token_embedding's) dynamic length = `get_max_seq_len`. The stock
     # MultimodalRunner never chunks a segment, so it must hold the longest one: a 30 s audio clip is 752 tokens.
-    max_seq_len: int = 1024
+    max_seq_len: int = bounded(1, 1 << 20, default=1024)
     # Core ML only: the precision Core ML computes in ("fp16" or "fp32").
     compute_precision: str = "fp32"
     # Core ML only: deployment target (4-bit and per-group weights need iOS 18).
@@ -94,13 +95,13 @@ class Fidelity:
     """What `megrez-mobile validate` demands of a bundle made with this recipe, against the eager fp32 model."""
 
     # Every encoder-like method (token_embedding, vision_encoder, audio_encoder, audio_preprocessor), flattened.
-    encoder_min_cosine: float = 0.98
+    encoder_min_cosine: float = bounded(-1.0, 1.0, default=0.98)
     encoder_min_snr_db: float = 14.0
     # text_decoder, teacher-forced over the fixed prompt set (>= 500 positions) on the reference's embeddings.
-    decoder_min_top1: float = 0.95
-    decoder_max_kl: float = 0.05  # mean KL(eager || bundle) per position, in nats
+    decoder_min_top1: float = bounded(0.0, 1.0, default=0.95)
+    decoder_max_kl: float = bounded(0.0, None, default=0.05)  # mean KL(eager || bundle) per position, in nats
     # Greedy tokens identical to eager's before the first difference (of 32 generated), end to end.
-    decoder_min_greedy_match: int = 8
+    decoder_min_greedy_match: int = bounded(0, 32, default=8)
 
 
 @dataclass(frozen=True)
@@ -126,26 +127,25 @@ class Recipe:
         backend = data.get("backend")
         if backend not in BACKENDS:
             raise RecipeError(f"{source}: backend is {backend!r}; use one of {', '.join(BACKENDS)}")
-        rules = tuple(_parse_rule(r, i, source) for i, r in enumerate(data.get("rules") or []))
+        top = typed_fields(cls, data, source, RecipeError, only=("name", "description"))
+        rules = data.get("rules") or []
+        if not isinstance(rules, list):
+            raise RecipeError(f"{source}: rules must be a list of {{pattern, scheme, ...}} mappings")
+        rules = tuple(_parse_rule(r, i, source) for i, r in enumerate(rules))
         options = _parse_options(data.get("options") or {}, source)
         fidelity = _parse_fields(Fidelity, data.get("fidelity") or {}, f"{source}: fidelity")
-        return cls(name=str(data.get("name") or Path(source).stem), backend=backend, rules=rules,
-                   options=options, fidelity=fidelity, description=str(data.get("description") or "").strip(), source=source)
+        return cls(name=top.get("name") or Path(source).stem, backend=backend, rules=rules, options=options,
+                   fidelity=fidelity, description=top.get("description", "").strip(), source=source)
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> "Recipe":
         """A shipped recipe by name (`xnnpack-8da4w`) or a YAML file path."""
-        import yaml
-
         path = Path(name_or_path)
         if not path.suffix:
             path = _find_named(str(name_or_path))
         if not path.is_file():
             raise RecipeError(f"recipe file {path} does not exist; shipped recipes: {', '.join(shipped_recipes())}")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise RecipeError(f"{path} is not valid YAML: {e}") from e
+        data = read_yaml(path, RecipeError, "Fix the recipe (see export/README.md) or start from a shipped one")
         return cls.from_dict(data, str(path))
 
     def with_overrides(self, **overrides: Any) -> "Recipe":
@@ -223,32 +223,28 @@ def _parse_rule(raw: Any, i: int, source: str) -> QuantRule:
         raise RecipeError(f"{where} must be a mapping like {{pattern: 'llm.model.layers.*', scheme: 8da4w}}")
     unknown = set(raw) - {"pattern", "kind", "scheme", "group_size", "hqq"}
     if unknown:
-        raise RecipeError(f"{where} has unknown key(s) {sorted(unknown)}; use pattern, kind, scheme, group_size, hqq")
-    kind = str(raw.get("kind", "linear"))
-    if kind not in KINDS:
-        raise RecipeError(f"{where}: kind {kind!r} is unknown; use one of {', '.join(KINDS)}")
-    scheme = str(raw.get("scheme", "none"))
-    if scheme not in SCHEMES:
-        raise RecipeError(f"{where}: scheme {scheme!r} is unknown; use one of {', '.join(SCHEMES)}")
-    group = int(raw.get("group_size", 0) or 0)
-    if group < 0 or (group and group % 2):
-        raise RecipeError(f"{where}: group_size {group} must be 0 (per channel) or a positive even number")
-    return QuantRule(str(raw["pattern"]), QuantScheme(scheme, group, bool(raw.get("hqq", True))), kind)
+        raise RecipeError(f"{where} has unknown key(s) {sorted(map(str, unknown))}; use pattern, kind, scheme, "
+                          "group_size, hqq")
+    rule = typed_fields(QuantRule, raw, where, RecipeError, only=("pattern", "kind"))
+    quant = QuantScheme(**typed_fields(QuantScheme, raw, where, RecipeError))
+    if rule.get("kind", "linear") not in KINDS:
+        raise RecipeError(f"{where}: kind {rule['kind']!r} is unknown; use one of {', '.join(KINDS)}")
+    if quant.scheme not in SCHEMES:
+        raise RecipeError(f"{where}: scheme {quant.scheme!r} is unknown; use one of {', '.join(SCHEMES)}")
+    if quant.group_size % 2:
+        raise RecipeError(f"{where}: group_size {quant.group_size} must be 0 (per channel) or a positive even number")
+    return QuantRule(rule["pattern"], quant, rule.get("kind", "linear"))
 
 
 def _parse_fields(cls: type, raw: Any, where: str):
     """A typed config dataclass from a YAML mapping; unknown keys are an error that lists the known ones."""
     if not isinstance(raw, Mapping):
         raise RecipeError(f"{where} must be a mapping")
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(raw) - fields
-    if unknown:
-        raise RecipeError(f"{where}: unknown option(s) {sorted(unknown)}; known: {sorted(fields)}")
-    return cls(**dict(raw))
+    return cls(**typed_fields(cls, raw, where, RecipeError, unknown="error"))
 
 
 def _parse_options(raw: Mapping[str, Any], source: str) -> ExportOptions:
-    return _check_options(_parse_fields(ExportOptions, raw, source), source)
+    return _check_options(_parse_fields(ExportOptions, raw, f"{source}: options"), source)
 
 
 def _check_options(o: ExportOptions, source: str) -> ExportOptions:

@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
 
 from ..bundle import read_manifest
 from ..errors import DeviceError, MegrezError
+from ..untrusted import read_yaml
 from .remote import (AdbTransport, Completed, LocalFile, SshTransport, Transfer, bundle_files, push_file,
                      parse_key_values, q, run_process, sync_bundle)
 
@@ -482,12 +482,7 @@ def load_devices_file(path: Path) -> list[Device]:
         - adb:emulator-5554
     """
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise DeviceError(f"devices file {path}: cannot read it ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise DeviceError(f"devices file {path} is not valid YAML: {' '.join(str(e).split())}") from None
+    raw = read_yaml(path, DeviceError, "Fix the devices file (see `megrez-mobile profile --help`)")
     if not isinstance(raw, list) or not raw:
         raise DeviceError(f"devices file {path}: expected a non-empty YAML list of devices, e.g. `- local` and "
                           f"`- ssh:pi@raspberrypi.local` on separate lines")

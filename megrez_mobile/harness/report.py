@@ -13,6 +13,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
+from ..untrusted import bounded, read_json, typed_fields
+
 RUN_SCHEMA = "megrez-mobile/profile-run/1"
 
 # What each metric means, in the order reports show them.
@@ -60,15 +63,40 @@ def make_run(bundle_dir: Path, device_results: list, options: dict[str, Any]) ->
             "comparison": []}
 
 
+@dataclass(frozen=True)
+class _BaselineStat:
+    """What `compare_runs` reads of each metric of a baseline run (checked, since the file may come from anywhere)."""
+
+    median: float
+    spread: float = bounded(0.0, None)
+    better: str = "higher"
+
+
 def load_run(path: Path) -> dict[str, Any]:
-    try:
-        run = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is not a profile run JSON ({e}); pass a file written by `megrez-mobile profile "
-                         "--json`") from e
+    """A run JSON written by `profile --json` (a baseline for --compare), checked before anything reads it."""
+    fix = "pass a file written by `megrez-mobile profile --json`"
+    run = read_json(Path(path), InputError, fix)
     if not isinstance(run, dict) or run.get("schema") != RUN_SCHEMA:
-        raise ValueError(f"{path} has schema {run.get('schema') if isinstance(run, dict) else None!r}, expected "
-                         f"{RUN_SCHEMA!r}")
+        raise InputError(f"{path} has schema {run.get('schema') if isinstance(run, dict) else None!r}, expected "
+                         f"{RUN_SCHEMA!r}; {fix}")
+    devices = run.get("devices")
+    if not isinstance(devices, list):
+        raise InputError(f"{path}: devices must be a list; {fix}")
+    for i, entry in enumerate(devices):
+        where = f"{path}: devices[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("device"), str):
+            raise InputError(f"{where} must be a mapping with a `device` string; {fix}")
+        result = entry.get("result")
+        if result is None:
+            continue
+        metrics = result.get("metrics") if isinstance(result, dict) else None
+        if not isinstance(metrics, dict):
+            raise InputError(f"{where}.result.metrics must be a mapping; {fix}")
+        for key, stat in metrics.items():
+            checked = _BaselineStat(**typed_fields(_BaselineStat, stat, f"{where}.result.metrics[{key!r}]",
+                                                   InputError, fix=fix))
+            if checked.better not in ("higher", "lower"):
+                raise InputError(f"{where}.result.metrics[{key!r}].better must be 'higher' or 'lower'; {fix}")
     return run
 
 
@@ -183,7 +211,7 @@ def _bar_chart(title: str, labels: list[str], values: list[float], errors: list[
     return "".join(parts) + "</svg>"
 
 
-def write_html(run: dict[str, Any], path: Path) -> None:
+def render_html(run: dict[str, Any]) -> str:
     devices = [d for d in run["devices"] if d["result"]]
     marks = {(v["device"], v["metric"]): v for v in run.get("comparison", [])}
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>Megrez Mobile profile</title>"
@@ -237,7 +265,7 @@ def write_html(run: dict[str, Any], path: Path) -> None:
                            "portable or custom kernels outside any delegate. From one ETDump run per method, read "
                            "with ExecuTorch's Inspector.</p>")
     out.append("</body></html>")
-    Path(path).write_text("\n".join(out), encoding="utf-8")
+    return "\n".join(out)
 
 
 def verdicts_to_json(verdicts: list[Verdict]) -> list[dict[str, Any]]:

@@ -85,9 +85,9 @@ class ValidationReport:
                 "checks": [{**asdict(c), "passed": c.passed} for c in self.checks],
                 "warnings": self.warnings, "drilldown": self.drilldown}
 
-    def write_json(self, path: Path) -> None:
+    def to_json(self) -> str:
         # Strict JSON (apps and CI parse it): an identical output's SNR is infinite, written as the string "inf".
-        path.write_text(json.dumps(_finite(self.to_dict()), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        return json.dumps(_finite(self.to_dict()), indent=2, allow_nan=False) + "\n"
 
     def table(self) -> str:
         rows = [("method", "metric", "value", "threshold", "")]

@@ -6,12 +6,14 @@ callable; this module does the rest, so the eager model and an ExecuTorch progra
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from ..errors import InputError, NumericalError
 from ..processing.tokenizer import MegrezTokenizer
 
 StreamFn = Callable[[str], None]
@@ -30,13 +32,25 @@ class SamplingConfig:
     seed: int | None = None
 
     def __post_init__(self):
-        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.repetition_penalty <= 0:
-            raise ValueError(f"invalid sampling settings {self}: need temperature >= 0, 0 < top_p <= 1, top_k >= 0, "
-                             "repetition_penalty > 0")
+        numbers = (self.temperature, self.top_p, self.repetition_penalty)
+        if (not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in numbers)
+                or isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
+                or (self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)))
+                or self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.repetition_penalty <= 0):
+            raise InputError(f"invalid sampling settings (temperature={self.temperature!r}, top_p={self.top_p!r}, "
+                             f"top_k={self.top_k!r}, repetition_penalty={self.repetition_penalty!r}, seed={self.seed!r})"
+                             ": need finite numbers with temperature >= 0 (0 = greedy), 0 < top_p <= 1, an integer "
+                             "top_k >= 0 (0 = off), repetition_penalty > 0 (1.0 = off) and an integer seed")
 
     @property
     def greedy(self) -> bool:
         return not self.sampling or self.temperature == 0
+
+
+def check_max_new_tokens(max_new_tokens) -> int:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise InputError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    return max_new_tokens
 
 
 def apply_repetition_penalty(logits: torch.Tensor, history: Sequence[int], penalty: float) -> torch.Tensor:
@@ -53,7 +67,15 @@ def apply_repetition_penalty(logits: torch.Tensor, history: Sequence[int], penal
 def next_token(logits: torch.Tensor, history: Sequence[int], cfg: SamplingConfig,
                generator: torch.Generator | None = None) -> int:
     """Pick the next id from last-position logits [V] (order as transformers: penalty, temperature, top-k, top-p)."""
-    logits = apply_repetition_penalty(logits.float(), history, cfg.repetition_penalty)
+    logits = logits.float()
+    if not bool(torch.isfinite(logits).all()):
+        # argmax over NaN picks an arbitrary id: without this check the answer is a stream of garbage ("!!!!").
+        bad = int((~torch.isfinite(logits)).sum())
+        raise NumericalError(f"the model produced {bad} NaN/infinite logit(s) at position {len(history)}: its weights "
+                             "(or the program computing them) are broken, e.g. a checkpoint with NaN weights or an "
+                             "overflowing float16 backend. Check the checkpoint (megrez-mobile validate) or "
+                             "re-export in float32.")
+    logits = apply_repetition_penalty(logits, history, cfg.repetition_penalty)
     if cfg.greedy:
         return int(torch.argmax(logits))
     logits = logits / cfg.temperature

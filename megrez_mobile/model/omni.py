@@ -19,7 +19,7 @@ from ..errors import AudioError, CheckpointError, ContextOverflowError, InputErr
 from ..processing.processor import Message, MegrezInputs, MegrezProcessor
 from .audio import AudioModel
 from .decoder import MegrezLLM
-from .generation import GenerationResult, SamplingConfig, StreamFn, generate
+from .generation import GenerationResult, SamplingConfig, StreamFn, check_max_new_tokens, generate
 from .vision import VisionModel, check_slice_shape
 
 
@@ -125,8 +125,7 @@ class MegrezOmni(nn.Module):
                              sampling: SamplingConfig = SamplingConfig(),
                              stream: StreamFn | None = None) -> GenerationResult:
         """`generate` for a prompt already built by `MegrezProcessor.build_inputs`."""
-        if max_new_tokens < 1:
-            raise InputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        check_max_new_tokens(max_new_tokens)
         context = self.config.text.max_position_embeddings
         if inputs.num_tokens >= context:
             raise ContextOverflowError(

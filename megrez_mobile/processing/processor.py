@@ -28,6 +28,7 @@ import torch
 
 from ..config import PreprocessorConfig, audio_tokens_for_frames
 from ..errors import ChatFormatError, CheckpointError
+from ..untrusted import is_unicode_text
 from .audio import AudioInput, load_audio, log_mel, split_clips
 from .image import ImageInput, SliceGrid, load_image, slice_image, to_chw_uint8
 from .tokenizer import MegrezTokenizer
@@ -234,6 +235,10 @@ def _validate(messages: Sequence[Message]) -> list[dict[str, Any]]:
                                   "use 'text', 'image' and 'audio' (one image and one audio per message)")
         if not isinstance(content.get("text") or "", str):
             raise ChatFormatError(f"messages[{i}]['content']['text'] must be a string")
+        if not is_unicode_text(content.get("text") or ""):
+            raise ChatFormatError(f"messages[{i}]['content']['text'] is not valid Unicode: it holds undecodable bytes "
+                                  "(an unpaired surrogate, e.g. text read from a non-UTF-8 terminal, file or argv). "
+                                  "Decode the input as UTF-8 (or re-save the file as UTF-8) and try again")
         has_media = content.get("image") is not None or content.get("audio") is not None
         if role != "user" and has_media:
             raise ChatFormatError(f"messages[{i}] is a {role} message; images and audio go in user messages")

@@ -18,10 +18,11 @@ from typing import Any
 
 import torch
 
-from ..bundle import PROGRAM_FILE, TOKENIZER_FILE, Manifest, read_manifest, verify_files
+from ..bundle import MANIFEST_FILE, Manifest, read_manifest, verify_files
 from ..config import PreprocessorConfig
 from ..errors import AudioError, BundleError, ContextOverflowError, ImageError, InputError
-from ..model.generation import GenerationResult, SamplingConfig, StreamFn, generate
+from ..logs import quiet_library_logs, quiet_native_logs
+from ..model.generation import GenerationResult, SamplingConfig, StreamFn, check_max_new_tokens, generate
 from ..processing.processor import Message, MegrezInputs, MegrezProcessor, Segment
 from ..processing.tokenizer import MegrezTokenizer
 
@@ -31,6 +32,7 @@ PositionKey = Any
 
 def load_runtime_kernels() -> None:
     """Register the CPU kernels our programs use outside delegates (quantized embedding, llama custom ops)."""
+    quiet_library_logs()
     import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
     import executorch.kernels.quantized  # noqa: F401
 
@@ -53,11 +55,14 @@ class Bundle:
         directory = Path(path)
         manifest = read_manifest(directory)
         verify_files(directory, manifest, checksums=verify_checksums)
-        processor = MegrezProcessor(MegrezTokenizer.from_file(directory / TOKENIZER_FILE),
+        # The very files just verified are the ones loaded (the names come from the manifest, checked plain).
+        program_path = manifest.path_of(directory, manifest.program.file)
+        tokenizer_path = manifest.path_of(directory, manifest.tokenizer)
+        processor = MegrezProcessor(MegrezTokenizer.from_file(tokenizer_path),
                                     PreprocessorConfig.from_dict(manifest.front_end["preprocessor_config"]),
                                     default_system_prompt=manifest.front_end.get("default_system_prompt"))
         if list(processor.stop_ids) != list(manifest.front_end["stop_ids"]):
-            raise BundleError(f"{directory}/{TOKENIZER_FILE} gives stop ids {list(processor.stop_ids)} but the "
+            raise BundleError(f"{tokenizer_path} gives stop ids {list(processor.stop_ids)} but the "
                               f"manifest says {manifest.front_end['stop_ids']}: the tokenizer was replaced")
         load_runtime_kernels()
         from executorch.runtime import Runtime
@@ -67,12 +72,28 @@ class Bundle:
 
             _unsafe_reset_threadpool(threads)
         try:
-            program = Runtime.get().load_program(directory / PROGRAM_FILE)
+            with quiet_native_logs():
+                program = Runtime.get().load_program(program_path)
         except Exception as e:  # noqa: BLE001 - the runtime raises bare RuntimeErrors
-            raise BundleError(f"ExecuTorch could not load {directory / PROGRAM_FILE} ({type(e).__name__}: {e}). "
+            raise BundleError(f"ExecuTorch could not load {program_path} ({type(e).__name__}: {e}). "
                               f"It needs the {manifest.program.backend} backend; the Python wheel has XNNPACK and "
                               "portable only (Vulkan and Core ML bundles run on devices).") from e
-        return cls(directory, manifest, program, processor)
+        bundle = cls(directory, manifest, program, processor)
+        bundle._check_program_constants()
+        return bundle
+
+    def _check_program_constants(self) -> None:
+        """The manifest's context must be what the program was built for: a larger one fails later with a bare
+        runtime code, deep inside a chat (the KV cache and the dynamic-shape bound are fixed in the program)."""
+        path = self.directory / self.manifest.program_file
+        for constant, key in (("get_max_context_len", "max_context"), ("get_max_seq_len", "max_seq_len")):
+            if constant not in self._program.method_names:
+                raise BundleError(f"{path} has no {constant} method: it was not exported by megrez-mobile")
+            actual = int(self.run(constant))
+            if actual != self.manifest.context[key]:
+                raise BundleError(f"{self.directory / MANIFEST_FILE}: context.{key} is {self.manifest.context[key]} "
+                                  f"but {path} was built for {actual} ({constant}); the manifest was edited or "
+                                  "belongs to another export. Re-export the bundle.")
 
     # --- the program's methods ------------------------------------------------------------------------------
     @property
@@ -82,11 +103,12 @@ class Bundle:
     def method(self, name: str):
         if name not in self._methods:
             if name not in self._program.method_names:
-                raise BundleError(f"{self.directory / PROGRAM_FILE} has no method {name!r}")
+                raise BundleError(f"{self.directory / self.manifest.program_file} has no method {name!r}")
             try:
-                self._methods[name] = self._program.load_method(name)
+                with quiet_native_logs():
+                    self._methods[name] = self._program.load_method(name)
             except Exception as e:  # noqa: BLE001
-                raise BundleError(f"loading method {name} of {self.directory / PROGRAM_FILE} failed "
+                raise BundleError(f"loading method {name} of {self.directory / self.manifest.program_file} failed "
                                   f"({type(e).__name__}: {e}); its backend ({self.manifest.program.backend}) may not "
                                   "be available in this runtime") from e
         return self._methods[name]
@@ -152,8 +174,7 @@ class Bundle:
     def generate(self, messages: Sequence[Message], max_new_tokens: int = 100,
                  sampling: SamplingConfig = SamplingConfig(), stream: StreamFn | None = None) -> GenerationResult:
         """One assistant turn for `messages`, continuing the cached context where the messages share it."""
-        if max_new_tokens < 1:
-            raise InputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        check_max_new_tokens(max_new_tokens)
         inputs = self.processor.build_inputs(messages, answer_token_ids=self._answers)
         return self.generate_from_inputs(inputs, max_new_tokens, sampling, stream)
 
