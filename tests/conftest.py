@@ -52,3 +52,27 @@ def bundle_8da4w(tiny_checkpoint, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def bundle_fp32(tiny_checkpoint, tmp_path_factory) -> Path:
     return _export(tiny_checkpoint, tmp_path_factory, "xnnpack-fp32")
+
+
+# A checkpoint whose dims the recipes' group size (32) does not divide: the decoder MLP is 688 wide (down_proj's
+# input) and the vision MLP 152 (fc2's input; like SigLIP's 4304, a multiple of 8 but not of 32).
+ODD_DIMS = dict(intermediate_size=688, vision_intermediate_size=152)
+
+
+@pytest.fixture(scope="session")
+def odd_checkpoint(tmp_path_factory) -> Path:
+    from megrez_mobile.checkpoint.synthetic import TINY, make_checkpoint
+
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "megrez-odd", TINY.with_dims("tiny-odd", **ODD_DIMS))
+
+
+@pytest.fixture(scope="session")
+def odd_bundles(odd_checkpoint, tmp_path_factory):
+    """recipe name -> the odd-dims checkpoint exported with it, exported on first use (shared: never modify)."""
+    done: dict[str, Path] = {}
+
+    def get(recipe: str) -> Path:
+        if recipe not in done:
+            done[recipe] = _export(odd_checkpoint, tmp_path_factory, recipe)
+        return done[recipe]
+    return get

@@ -111,11 +111,12 @@ def test_prompt_past_the_context_is_refused_and_the_session_survives(bundle_8da4
 
 @pytest.mark.parametrize("recipe, backend", [
     ("vulkan-8da4w", "vulkan"), ("coreml-fp16", "coreml"), ("coreml-4w", "coreml")])
-def test_phone_only_backends_export_and_report_delegation(tiny_checkpoint, tmp_path, recipe, backend):
+def test_phone_only_backends_export_and_report_delegation(odd_bundles, recipe, backend):
     from megrez_mobile import Bundle
-    from megrez_mobile.export.pipeline import export_bundle
+    from megrez_mobile.bundle import read_manifest
 
-    manifest = export_bundle(tiny_checkpoint, recipe, tmp_path / recipe).manifest
+    # The odd-dims checkpoint (MLP widths not multiples of the group): shared with test_export_odd_dims.
+    manifest = read_manifest(odd_bundles(recipe))
     methods = {m.name: m for m in manifest.program.methods}
     assert methods["token_embedding"].delegates == 0  # the quantized lookup stays on ExecuTorch's kernels
     # The decoder and the audio encoder run on the phone backend; fallbacks to XNNPACK are recorded as such.
@@ -123,6 +124,6 @@ def test_phone_only_backends_export_and_report_delegation(tiny_checkpoint, tmp_p
         assert methods[name].backend == backend and methods[name].coverage_percent > 60, (name, methods[name])
     assert methods["vision_encoder"].backend == "xnnpack" and methods["vision_encoder"].coverage_percent > 70
     # They run only on devices: the Python wheel has no such backend, and says so.
-    bundle = Bundle.load(tmp_path / recipe)
+    bundle = Bundle.load(odd_bundles(recipe))
     with pytest.raises(BundleError, match="backend"):
         bundle.encode_audio(__import__("torch").zeros(128, 100))

@@ -8,6 +8,7 @@ special-token set) at small widths; `full-size` has the official dims (spec §1)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import zlib
@@ -52,6 +53,23 @@ class CheckpointSpec:
     vision: dict[str, Any]
     audio: dict[str, Any]
     bpe_vocab: int = 1000
+
+    def with_dims(self, name: str | None = None, **dims: Any) -> "CheckpointSpec":
+        """The spec with some dims replaced: `hidden_size=...` for the LLM, `vision_intermediate_size=...` /
+        `audio_n_state=...` for a tower's field. Unknown names are an error (a typo would silently test nothing)."""
+        top = {f.name for f in dataclasses.fields(self)} - {"name", "vision", "audio"}
+        changes: dict[str, Any] = {}
+        towers = {"vision": dict(self.vision), "audio": dict(self.audio)}
+        for key, value in dims.items():
+            tower, _, field = key.partition("_")
+            if key in top:
+                changes[key] = value
+            elif tower in towers and field in towers[tower]:
+                towers[tower][field] = value
+            else:
+                known = sorted(top) + [f"{t}_{f}" for t, d in towers.items() for f in d]
+                raise ValueError(f"unknown checkpoint dim {key!r}; known: {', '.join(known)}")
+        return dataclasses.replace(self, name=name or f"{self.name}-custom", **changes, **towers)
 
 
 TINY = CheckpointSpec(

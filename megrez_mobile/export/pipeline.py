@@ -62,11 +62,12 @@ def export_bundle(checkpoint_dir: str | Path, recipe: Recipe | str, out_dir: str
     loaded = _WeightStreamer(model, index, expected, on_weights)
     for spec in specs:
         t0 = time.perf_counter()
-        quant = _load_and_quantize(spec, model, loaded, recipe, say)
+        quant, fallbacks = _load_and_quantize(spec, model, loaded, recipe, say)
         lowered[spec.name], coverage = _export_one(spec, recipe, say)
         seconds = time.perf_counter() - t0
         entries.append(MethodEntry(spec.name, recipe.method_backend(spec.name) if coverage.delegates else "portable", quant,
-                                   coverage.delegated_ops, coverage.total_ops, coverage.delegates, round(seconds, 2)))
+                                   coverage.delegated_ops, coverage.total_ops, coverage.delegates, round(seconds, 2),
+                                   fallbacks))
         say(f"{spec.name}: done in {seconds:.1f} s ({coverage.percent:.0f}% of ops delegated)")
         loaded.release(spec.weight_prefixes)
         gc.collect()
@@ -156,23 +157,35 @@ class _WeightStreamer:
 
 
 def _load_and_quantize(spec: MethodSpec, model: MegrezOmni, weights: _WeightStreamer, recipe: Recipe,
-                       say: StageFn) -> str:
-    """Load the weights of `spec`'s modules one module at a time, quantizing each linear/embedding right away."""
+                       say: StageFn) -> tuple[str, tuple[dict, ...]]:
+    """Load the weights of `spec`'s modules one module at a time, quantizing each linear/embedding right away.
+
+    Returns the method's schemes (as the manifest's `quantization` string) and its fallbacks: layers whose recipe
+    scheme the method's backend does not accept, grouped by (requested, used, reason), with their names."""
     if not spec.weight_prefixes:
-        return "float"
+        return "float", ()
     say(f"{spec.name}: loading and quantizing weights")
-    schemes = set()
+    backend = recipe.method_backend(spec.name)
+    schemes, fallbacks = set(), {}
     for name, module in model.named_modules():
         if not any(f"{name}.".startswith(p) for p in spec.weight_prefixes):
             continue
         weights.load_module(name, module)
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            for layer in quantize_modules(recipe, module, prefix=name):
-                schemes.add(layer.scheme.describe() + (" (per-channel fallback)" if layer.fell_back_to_per_channel
-                                                       else ""))
+            for layer in quantize_modules(recipe, module, prefix=name, backend=backend):
+                schemes.add(layer.scheme.describe() + (" (fallback)" if layer.fell_back else ""))
+                if layer.fell_back:
+                    key = (layer.requested.describe(), layer.scheme.describe(), layer.reason)
+                    fallbacks.setdefault(key, []).append(layer.name)
             if recipe.scheme_for(name, module_kind(module)).scheme == "none":
                 schemes.add("float")
-    return ", ".join(sorted(schemes)) or "float"
+    entries = tuple({"requested": requested, "used": used, "reason": reason, "layers": layers}
+                    for (requested, used, reason), layers in fallbacks.items())
+    for e in entries:
+        shown = ", ".join(e["layers"][:4]) + (f" and {len(e['layers']) - 4} more" if len(e["layers"]) > 4 else "")
+        say(f"{spec.name}: {len(e['layers'])} layer(s) get {e['used']} instead of {e['requested']} on {backend} "
+            f"({e['reason']}): {shown}")
+    return ", ".join(sorted(schemes)) or "float", entries
 
 
 # --- export + lowering ------------------------------------------------------------------------------------------

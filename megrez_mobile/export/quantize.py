@@ -1,26 +1,79 @@
 """Quantization rules -> torchao configs, applied in place to the eager model's linears and embeddings.
 
 Separate from backend packing (lowering.py): a rule says what numbers the weights hold; the partitioner decides
-who runs them. A grouped scheme on a layer whose input width the group does not divide falls back to
-per-channel (SigLIP's 4304-wide MLP input is not a multiple of 32), and the fallback is reported.
+who runs them. A grouped scheme on a layer whose input width the group does not divide (SigLIP's 4304-wide MLP
+input, or any checkpoint's odd MLP width, is not a multiple of 32) falls back to the closest scheme the layer's
+backend accepts (`fallback_scheme`); every fallback is reported and recorded in the manifest with its layers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ..errors import ExportError
 from .recipe import QuantScheme, Recipe
 
 
 @dataclass(frozen=True)
 class QuantizedLayer:
     name: str
-    scheme: QuantScheme
-    fell_back_to_per_channel: bool = False
+    scheme: QuantScheme                 # what the layer holds
+    requested: QuantScheme | None = None  # the recipe's scheme, where a fallback replaced it
+    reason: str = ""                    # why the fallback
+
+    @property
+    def fell_back(self) -> bool:
+        return self.requested is not None
+
+
+# XNNPACK packs 4-bit weights in groups that are a multiple of 32 (a per-channel 4-bit weight is packed as one group
+# of the whole input width, so it needs that width to be a multiple of 32) and 8-bit weights only per channel
+# ("Delegation to XNNPACK requires group_size to be a multiple of 32"; "Only 4b group quantization is supported").
+XNNPACK_GROUP_MULTIPLE = 32
+
+
+def _accepts(backend: str, scheme: QuantScheme, in_features: int) -> str | None:
+    """Why `backend` cannot run a linear with `in_features` inputs quantized as `scheme` (None: it can)."""
+    group = scheme.group_size or in_features
+    if in_features % group:
+        return f"input width {in_features} is not a multiple of group {group}"
+    if backend == "xnnpack" and scheme.weight_bits == 4 and group % XNNPACK_GROUP_MULTIPLE:
+        what = f"group {group}" if scheme.group_size else f"per channel (one group of {in_features})"
+        return f"XNNPACK packs 4-bit weights in groups that are a multiple of {XNNPACK_GROUP_MULTIPLE}, not {what}"
+    if backend == "xnnpack" and scheme.weight_bits == 8 and scheme.group_size:
+        return "XNNPACK takes 8-bit weights per channel only"
+    return None
+
+
+def fallback_scheme(backend: str, scheme: QuantScheme, in_features: int,
+                    kind: str = "linear") -> tuple[QuantScheme, str]:
+    """The scheme a layer really gets on `backend` and, if it differs from the recipe's, why.
+
+    In order of preference: the recipe's scheme; the same bits per channel; 8 bits per channel (same activation
+    scheme). Embeddings run on ExecuTorch's quantized-embedding kernel, which takes any per-row group.
+    """
+    if scheme.scheme == "none":
+        return scheme, ""
+    if kind == "embedding":
+        if scheme.group_size and in_features % scheme.group_size:
+            return (dataclasses.replace(scheme, group_size=0),
+                    f"embedding width {in_features} is not a multiple of group {scheme.group_size}")
+        return scheme, ""
+    reason = _accepts(backend, scheme, in_features)
+    if reason is None:
+        return scheme, ""
+    per_channel = dataclasses.replace(scheme, group_size=0)
+    eight_bit = dataclasses.replace(per_channel, scheme="8da8w" if scheme.dynamic_activations else "8w")
+    for candidate in (per_channel, eight_bit):
+        if candidate != scheme and _accepts(backend, candidate, in_features) is None:
+            return candidate, reason
+    raise ExportError(f"no quantization of a {in_features}-wide linear that {backend} accepts is close to "
+                      f"{scheme.describe()} ({reason}); quantize it with another rule or scheme none")
 
 
 def quantizable_modules(model: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
@@ -47,20 +100,20 @@ def _torchao_config(scheme: QuantScheme, group_size: int):
     return IntxWeightOnlyConfig(weight_dtype=dtype, granularity=granularity, intx_choose_qparams_algorithm=algorithm)
 
 
-def quantize_modules(recipe: Recipe, model: nn.Module, prefix: str = "") -> list[QuantizedLayer]:
-    """Quantize every linear/embedding under `model` (named from `prefix`) by the recipe's first matching rule."""
+def quantize_modules(recipe: Recipe, model: nn.Module, prefix: str = "",
+                     backend: str | None = None) -> list[QuantizedLayer]:
+    """Quantize every linear/embedding under `model` (named from `prefix`) by the recipe's first matching rule,
+    falling back per layer to what `backend` (the one the method lands on; default the recipe's) accepts."""
     from torchao.quantization import quantize_
 
+    backend = backend or recipe.backend
     done = []
     for name, module in list(quantizable_modules(model, prefix)):
-        scheme = recipe.scheme_for(name, module_kind(module))
-        if scheme.scheme == "none":
+        requested = recipe.scheme_for(name, module_kind(module))
+        if requested.scheme == "none":
             continue
-        group = scheme.group_size
-        fell_back = bool(group) and module.weight.shape[-1] % group != 0
-        if fell_back:
-            group = 0
+        scheme, reason = fallback_scheme(backend, requested, module.weight.shape[-1], module_kind(module))
         # In place: the module keeps its identity, its weight becomes a torchao quantized tensor.
-        quantize_(module, _torchao_config(scheme, group), filter_fn=lambda _m, _fqn: True)
-        done.append(QuantizedLayer(name, scheme, fell_back))
+        quantize_(module, _torchao_config(scheme, scheme.group_size), filter_fn=lambda _m, _fqn: True)
+        done.append(QuantizedLayer(name, scheme, requested if reason else None, reason))
     return done
