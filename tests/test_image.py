@@ -238,6 +238,52 @@ def test_elongated_images_are_scaled_to_the_exported_slice_bound():
     assert image_token_count(10000, 20) == 64
 
 
+# README "Images of extreme aspect ratio" (input -> official source size -> ours). The vision program takes sides up
+# to 1792 px; what the official geometry makes longer keeps the official grid and token count, its longest side
+# becomes 1792 and the other side official × 1792 / official longest, rounded to a multiple of 14 (at least 14).
+CAPPED = {
+    (2000, 100): ((2002, 98), (1792, 84)),    # 20:1, unsliced: 98 × 1792/2002 = 87.7 -> 84
+    (100, 2000): ((98, 2002), (84, 1792)),
+    (1, 17): ((112, 1848), (112, 1792)),      # 17:1: 112 × 1792/1848 = 108.6 -> 112
+    (33, 2): ((1820, 112), (1792, 112)),      # 16.5:1 is already over
+    (30, 1): ((2436, 84), (1792, 56)),        # 30:1: 84 × 1792/2436 = 61.8 -> 56
+    (3000, 100): ((2436, 84), (1792, 56)),    # sliced 3×1: the slices (1414×140) are within the bound
+    (10000, 20): ((9996, 14), (1792, 14)),    # never below one patch
+}
+
+
+@pytest.mark.parametrize("size", list(CAPPED), ids=[f"{w}x{h}" for w, h in CAPPED])
+def test_images_beyond_the_slice_bound_get_exactly_the_documented_size(size):
+    official_source, ours = CAPPED[size]
+    source, slices, grid = slice_sizes(*size, UNCAPPED)
+    assert source == official_source
+    assert slice_sizes(*size) == (ours, slices, grid)  # same grid, same slices
+    assert image_token_count(*size) == image_token_count(*size, UNCAPPED)
+
+
+def test_the_slice_bound_rule_holds_for_every_shape():
+    """Up to 16:1 every image gets the official geometry; beyond, every source/slice follows the rule above."""
+    cap = ImageProcessingConfig().max_slice_side
+    assert cap == 1792
+    rng = np.random.default_rng(1)
+    ratios = np.exp(rng.uniform(0, np.log(60), 600))
+    sizes = [(max(1, int(w)), max(1, int(w / r))) for w, r in zip(rng.integers(1, 12000, 600), ratios)]
+    sizes += [(w, h) for w in range(1, 40) for h in range(1, 3)] + [(16 * k, k) for k in range(1, 200)]
+    for w, h in sizes + [(h, w) for w, h in sizes]:
+        off_source, off_slices, off_grid = slice_sizes(w, h, UNCAPPED)
+        source, slices, grid = slice_sizes(w, h)
+        assert grid == off_grid and len(slices) == len(off_slices), (w, h)
+        for got, want in zip([source, *slices], [off_source, *off_slices]):
+            if max(want) <= cap:
+                assert got == want, (w, h)
+            else:
+                long_side, short_side = max(want), min(want)
+                short = max(14, round(short_side * cap / long_side / 14) * 14)
+                assert got == ((cap, short) if want[0] >= want[1] else (short, cap)), (w, h, want, got)
+        if max(w / h, h / w) <= 16:
+            assert (source, slices) == (off_source, off_slices), (w, h)
+
+
 def test_slice_mode_off_never_slices():
     config = ImageProcessingConfig(slice_mode=False)
     source, slices, grid = slice_sizes(720, 1480, config)

@@ -156,11 +156,22 @@ def _find_best_resize(size: tuple[float, float], config: ImageProcessingConfig,
         r = width / height
         height = int(s / math.sqrt(r))
         width = int(height * r)
+    official = _ensure_divide(width, config.patch_size), _ensure_divide(height, config.patch_size)
+    return cap_slice_size(official, config)
+
+
+def cap_slice_size(size: tuple[int, int], config: ImageProcessingConfig = _DEFAULT) -> tuple[int, int]:
+    """The deliberate deviation from the official geometry (README, "Images of extreme aspect ratio"): a source
+    image or slice whose official size has a side longer than `max_slice_side` (the longest side the exported
+    vision program takes; reached only by images more elongated than 16:1) gets that side = max_slice_side, and
+    the other side official × max_slice_side / official longest, rounded to a multiple of patch_size (half to even,
+    at least one patch). Every other size is returned unchanged. The grid and the token count never change."""
+    width, height = size
     longest = max(width, height)
-    if longest > config.max_slice_side:
-        # Beyond what the exported vision program takes (only for > 16:1 images): keep the aspect, shrink.
-        width, height = width * config.max_slice_side / longest, height * config.max_slice_side / longest
-    return _ensure_divide(width, config.patch_size), _ensure_divide(height, config.patch_size)
+    if longest <= config.max_slice_side:
+        return size
+    scale = config.max_slice_side / longest
+    return _ensure_divide(width * scale, config.patch_size), _ensure_divide(height * scale, config.patch_size)
 
 
 def _sliced_grid(width: int, height: int, max_slice_nums: int, scale_resolution: int) -> SliceGrid | None:
