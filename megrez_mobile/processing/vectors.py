@@ -204,7 +204,7 @@ def audio_length_table() -> list[list[Any]]:
             try:
                 wave_16k = load_audio((np.full(n, 0.1, np.float32), rate), cfg)
             except Exception as e:  # noqa: BLE001 - recorded as the error kind the front end must also give
-                rows.append([n, rate, "too_long" if "longer" in str(e) else "too_short", [], [], []])
+                rows.append([n, rate, "too_short" if "shorter than" in str(e) else "too_long", [], [], []])
                 continue
             clips = [c.size for c in split_clips(wave_16k, cfg)]
             frames = [encoder_mel_frames(c, cfg.hop_length) for c in clips]
