@@ -49,12 +49,16 @@ object SliceGeometry {
             height = (s / sqrt(r)).toLong().toDouble()  // int() truncates toward zero
             width = (height * r).toLong().toDouble()
         }
-        val longest = max(width, height)
-        if (longest > cfg.maxSliceSide) {
-            width = width * cfg.maxSliceSide / longest
-            height = height * cfg.maxSliceSide / longest
-        }
-        return Size(ensureDivide(width, cfg.patchSize), ensureDivide(height, cfg.patchSize))
+        return capSliceSize(Size(ensureDivide(width, cfg.patchSize), ensureDivide(height, cfg.patchSize)), cfg)
+    }
+
+    /** image.py `cap_slice_size`: a side beyond what the exported vision program takes (only past 16:1) is scaled
+     *  down to max_slice_side, the other side with it; grid and token count never change. */
+    fun capSliceSize(size: Size, cfg: ImageConfig = ImageConfig()): Size {
+        val longest = max(size.width, size.height)
+        if (longest <= cfg.maxSliceSide) return size
+        val scale = cfg.maxSliceSide.toDouble() / longest
+        return Size(ensureDivide(size.width * scale, cfg.patchSize), ensureDivide(size.height * scale, cfg.patchSize))
     }
 
     private fun slicedGrid(width: Int, height: Int, maxSliceNums: Int, scaleResolution: Int): SliceGrid? {
