@@ -32,7 +32,11 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _pick(cls, raw: Any, where: str):
     """Build dataclass `cls` from the known keys of `raw`, each checked for type and bounds; unknown keys ignored."""
-    return cls(**typed_fields(cls, raw, where, CheckpointError, fix=_FIX_CONFIG))
+    kwargs = typed_fields(cls, raw, where, CheckpointError, fix=_FIX_CONFIG)
+    try:
+        return cls(**kwargs)
+    except CheckpointError as e:  # a rule between fields (__post_init__): name the file it came from
+        raise CheckpointError(f"{where}: {e}. {_FIX_CONFIG}") from None
 
 
 # Bounds far beyond any real model, tight enough that nothing loops, divides or allocates by an absurd value

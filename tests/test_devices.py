@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.requirements import require_tool
 from megrez_mobile.bundle import read_manifest, sha256_file
 from megrez_mobile.errors import DeviceError
 from megrez_mobile.harness.devices import (AdbDevice, DeviceResult, LocalDevice, SshDevice, load_devices_file,
@@ -70,8 +71,8 @@ def _client_options(key: Path, known_hosts: Path) -> tuple[str, ...]:
 def sshd(tmp_path_factory):
     """OpenSSH's sshd on a free port of 127.0.0.1, key auth only, for the session; killed at the end."""
     binary = shutil.which("sshd") or "/usr/sbin/sshd"
-    if not os.access(binary, os.X_OK):
-        pytest.fail("sshd (OpenSSH server) is missing; .ci/run installs it: apt-get install openssh-server")
+    require_tool(os.access(binary, os.X_OK) and all(shutil.which(t) for t in ("ssh", "scp", "ssh-keygen")),
+                 "OpenSSH (sshd, ssh, scp, ssh-keygen)", "apt-get install openssh-server openssh-client")
     keys = tmp_path_factory.mktemp("sshd")
     _keygen(keys / "host_key")
     _keygen(keys / "client_key")

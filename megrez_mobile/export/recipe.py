@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RecipeError
-from ..untrusted import bounded, read_yaml, typed_fields
+from ..untrusted import bounded, checked_value, read_yaml, typed_fields
 
 # The shipped recipes live in the repository's export/ folder (the package is installed editable, as the README says).
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "export"
@@ -127,15 +127,16 @@ class Recipe:
         backend = data.get("backend")
         if backend not in BACKENDS:
             raise RecipeError(f"{source}: backend is {backend!r}; use one of {', '.join(BACKENDS)}")
-        top = typed_fields(cls, data, source, RecipeError, only=("name", "description"))
+        name = checked_value(data.get("name") or Path(source).stem, str, f"{source}: name", RecipeError)
+        description = checked_value(data.get("description") or "", str, f"{source}: description", RecipeError)
         rules = data.get("rules") or []
         if not isinstance(rules, list):
             raise RecipeError(f"{source}: rules must be a list of {{pattern, scheme, ...}} mappings")
         rules = tuple(_parse_rule(r, i, source) for i, r in enumerate(rules))
         options = _parse_options(data.get("options") or {}, source)
         fidelity = _parse_fields(Fidelity, data.get("fidelity") or {}, f"{source}: fidelity")
-        return cls(name=top.get("name") or Path(source).stem, backend=backend, rules=rules, options=options,
-                   fidelity=fidelity, description=top.get("description", "").strip(), source=source)
+        return cls(name=name, backend=backend, rules=rules, options=options, fidelity=fidelity,
+                   description=description.strip(), source=source)
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> "Recipe":

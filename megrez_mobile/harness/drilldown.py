@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..bundle import PROGRAM_FILE, read_manifest
+from ..bundle import read_manifest
 from ..export.recipe import Recipe
 
 DEBUG_BUFFER_BYTES = 256 << 20
@@ -65,7 +65,7 @@ def drill_down(bundle_dir: str | Path, reference: str | Path, method: str, input
         etrecord = debug_program.get_etrecord()
         etrecord.update_representative_inputs([args])
         load_runtime_kernels()
-        module = _load_for_executorch(str(bundle_dir / PROGRAM_FILE), enable_etdump=True,
+        module = _load_for_executorch(str(manifest.path_of(bundle_dir, manifest.program.file)), enable_etdump=True,
                                       debug_buffer_size=DEBUG_BUFFER_BYTES)
         module.run_method(method, args)
         with tempfile.TemporaryDirectory() as tmp:

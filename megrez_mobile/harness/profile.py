@@ -197,11 +197,9 @@ def profile_bundle(bundle_dir: str | Path, options: ProfileOptions = ProfileOpti
 
 
 def _bundle_info(bundle) -> dict[str, Any]:
-    from ..bundle import PROGRAM_FILE
-
     m = bundle.manifest
     return {"name": bundle.directory.name, "recipe": m.recipe.get("name"), "backend": m.program.backend,
-            "pte_bytes": (bundle.directory / PROGRAM_FILE).stat().st_size,
+            "pte_bytes": m.program.file.bytes,
             "n_layers": m.program.constants.get("get_n_layers"), "vocab": m.program.constants.get("get_vocab_size"),
             "max_context": m.context.get("max_context"), "checkpoint_digest": m.checkpoint.get("digest", "")[:12],
             "methods": {e.name: {"backend": e.backend, "coverage_percent": e.coverage_percent}
@@ -244,12 +242,14 @@ def operator_breakdown(bundle_dir: Path, slice_chw: torch.Tensor, mel: torch.Ten
     """
     from executorch.extension.pybindings.portable_lib import _load_for_executorch
 
-    from ..bundle import PROGRAM_FILE
+    from ..bundle import read_manifest
 
+    manifest = read_manifest(bundle_dir)
+    program_path = str(manifest.path_of(bundle_dir, manifest.program.file))
     n = options.prefill_lengths[0]
 
     def load():
-        return _load_for_executorch(str(bundle_dir / PROGRAM_FILE), enable_etdump=True, debug_buffer_size=0)
+        return _load_for_executorch(program_path, enable_etdump=True, debug_buffer_size=0)
 
     probe = load()
     embeds = probe.run_method("token_embedding", (torch.zeros(1, n, dtype=torch.long),))[0]

@@ -15,6 +15,7 @@ import functools
 import io
 import math
 import os
+import struct
 from pathlib import Path
 from typing import Union
 
@@ -119,7 +120,35 @@ def _decode(opener, name: str, config: AudioProcessingConfig) -> tuple[np.ndarra
         return _decode_pyav(fh, name, config)
 
 
+def _check_wav_complete(fh, name: str) -> None:
+    """A RIFF/WAVE file whose data chunk promises more bytes than the file holds was cut off. libsndfile silently
+    clamps the length to what is there, so without this check a truncated recording reads as a shorter clip."""
+    start = fh.tell()
+    header = fh.read(12)
+    try:
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return
+        file_size = fh.seek(0, io.SEEK_END)
+        offset = 12
+        while offset + 8 <= file_size:
+            fh.seek(start + offset)
+            chunk = fh.read(8)
+            size = struct.unpack("<I", chunk[4:8])[0]
+            if chunk[:4] == b"data":
+                if size in (0, 0xFFFFFFFF):  # streaming writers leave the size open: the length is unknown
+                    return
+                available = file_size - (offset + 8)
+                if size > available:
+                    raise AudioError(f"{name}: the WAV file is truncated: its header promises {size:,} bytes of "
+                                     f"audio but only {available:,} are there. Re-export or re-download it.")
+                return
+            offset += 8 + size + (size & 1)  # chunks are word-aligned
+    finally:
+        fh.seek(start)
+
+
 def _decode_soundfile(fh, name: str, config: AudioProcessingConfig) -> tuple[np.ndarray, int] | None:
+    _check_wav_complete(fh, name)
     try:
         f = sf.SoundFile(fh)
     except (sf.SoundFileError, RuntimeError, TypeError, ValueError):
