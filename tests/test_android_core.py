@@ -230,3 +230,17 @@ def test_sdk_contract_matches_the_agent_and_the_harness():
         assert f'"{name}' in source or f"f\"{name}" in source, name
     written = source.split("result: dict[str, Any] = {")[1].split("\n    }\n")[0]
     assert list(app_contract.RESULT_KEYS) == re.findall(r'^\s+"(\w+)": ', written, re.M)
+
+
+def test_app_declares_the_contracts_names():
+    """The installed app must answer `am start -n dev.megrezmobile.demo/.BenchmarkActivity` (exported)."""
+    gradle = (REPO / "android_demo/app/build.gradle.kts").read_text()
+    manifest = (REPO / "android_demo/app/src/main/AndroidManifest.xml").read_text()
+    assert re.search(r'applicationId = "([^"]+)"', gradle).group(1) == app_contract.APP_PACKAGE
+    assert re.search(r'namespace = "([^"]+)"', gradle).group(1) == app_contract.APP_PACKAGE
+    activity = re.search(r'<activity android:name="(\.BenchmarkActivity)" android:exported="true"', manifest)
+    assert activity and activity.group(1) == app_contract.BENCHMARK_ACTIVITY_CLASS
+    assert '"org.pytorch:executorch-android:1.5.1"' in gradle and "minSdk = 28" in gradle
+    app = (REPO / "android_demo/app/src/main/java/dev/megrezmobile/demo/BenchmarkActivity.kt").read_text()
+    for name in ("EXTRA_BUNDLE_DIR", "EXTRA_RESULT_PATH", "EXTRA_ARGS", "TMP_SUFFIX", "ERROR_SUFFIX"):
+        assert f"BenchmarkContract.{name}" in app, name  # the app reads the names from the core, never literals

@@ -25,6 +25,8 @@ data class BundleManifest(
     val executorchVersion: String,
     /** External weight files (.ptd) the program needs; the Android multimodal runner cannot load them. */
     val dataFiles: List<String>,
+    /** program.constants.get_vocab_size, when the exporter wrote it (the benchmark draws token ids below it). */
+    val vocabSize: Int? = null,
 ) {
     val files: List<FileEntry> get() = listOf(program, tokenizer)
     val methodNames: Set<String> get() = methods.map { it.name }.toSet()
@@ -64,6 +66,7 @@ data class BundleManifest(
                 frontEnd = FrontEndConfig.fromJson(frontEnd),
                 executorchVersion = m.obj("versions").string("executorch"),
                 dataFiles = dataFiles.onEach { plainFileName(it, "program.data_files") },
+                vocabSize = program.obj("constants").let { if (it.has("get_vocab_size")) it.int("get_vocab_size") else null },
             ).also { it.check() }
         }
 
