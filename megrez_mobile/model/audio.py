@@ -12,15 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import AudioConfig
-
-
-class LayerNorm32(nn.LayerNorm):
-    """Whisper's LayerNorm: computed in float32, cast back."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight.float() if self.weight is not None else None
-        bias = self.bias.float() if self.bias is not None else None
-        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
+from .ops import LayerNorm, attention
 
 
 class WhisperAttention(nn.Module):
@@ -37,20 +29,19 @@ class WhisperAttention(nn.Module):
         hd = d // self.n_head
         # q and k are each scaled by head_dim^-1/4 before the product, exactly as Qwen-Audio does.
         scale = hd ** -0.25
-        q = self.query(x).view(b, t, self.n_head, hd).transpose(1, 2) * scale
-        k = self.key(x).view(b, t, self.n_head, hd).transpose(1, 2) * scale
-        v = self.value(x).view(b, t, self.n_head, hd).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
-        return self.out(out.transpose(1, 2).reshape(b, t, d))
+        # One clip of valid frames attends to all of itself: no mask, so the whole block stays in the delegate.
+        q, k, v = (proj(x).view(t, self.n_head, hd).transpose(0, 1) for proj in (self.query, self.key, self.value))
+        out = attention(q * scale, k * scale, v, scale=1.0)  # [heads, t, hd] (b is 1: one clip per call)
+        return self.out(out.transpose(0, 1).reshape(b, t, d))
 
 
 class ResidualAttentionBlock(nn.Module):
     def __init__(self, n_state: int, n_head: int):
         super().__init__()
         self.attn = WhisperAttention(n_state, n_head)
-        self.attn_ln = LayerNorm32(n_state)
+        self.attn_ln = LayerNorm(n_state)
         self.mlp = nn.Sequential(nn.Linear(n_state, 4 * n_state), nn.GELU(), nn.Linear(4 * n_state, n_state))
-        self.mlp_ln = LayerNorm32(n_state)
+        self.mlp_ln = LayerNorm(n_state)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.attn_ln(x))
@@ -68,12 +59,14 @@ class AudioEncoder(nn.Module):
         self.positional_embedding = nn.Parameter(torch.empty(cfg.n_ctx, cfg.n_state), requires_grad=False)
         self.blocks = nn.ModuleList(ResidualAttentionBlock(cfg.n_state, cfg.n_head) for _ in range(cfg.n_layer))
         self.avg_pool = cfg.avg_pool
-        self.ln_post = LayerNorm32(cfg.n_state)
+        self.ln_post = LayerNorm(cfg.n_state)
         self.proj = nn.Linear(cfg.n_state, cfg.output_dim)
         self.audio_bos_eos_token = nn.Embedding(2, cfg.output_dim) if cfg.add_audio_bos_eos_token else None
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         """mel [1, n_mels, F] -> [1, F/4 (+2 with BOS/EOS), output_dim]."""
+        if mel.shape[0] != 1:  # static under torch.export: the program takes one clip per call
+            raise ValueError(f"the audio encoder takes one clip per call ([1, n_mels, F]); got {list(mel.shape)}")
         x = F.gelu(self.conv1(mel.to(self.conv1.weight.dtype)))
         x = F.gelu(self.conv2(x)).transpose(1, 2)
         x = x + self.positional_embedding[: x.shape[1]]

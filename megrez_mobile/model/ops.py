@@ -12,11 +12,14 @@ import torch
 from torch import nn
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(q·kᵀ/√d)·v without a mask for [heads, N, d] inputs, as bmm + softmax + bmm (the math of
-    F.scaled_dot_product_attention; 3-D so that no expand/reshape lands between the delegated ops)."""
-    scale = q.shape[-1] ** -0.5
-    return torch.bmm(torch.softmax(torch.bmm(q * scale, k.transpose(1, 2)), dim=-1), v)
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """softmax(q·kᵀ·scale)·v without a mask for [heads, N, d] inputs (scale defaults to 1/√d), as bmm + softmax +
+    bmm (the math of F.scaled_dot_product_attention; 3-D so that no expand/reshape lands between the delegated
+    ops). SDPA itself decomposes with -inf guards (eq, any, where) that run outside the delegate."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    if scale != 1.0:
+        q = q * scale
+    return torch.bmm(torch.softmax(torch.bmm(q, k.transpose(1, 2)), dim=-1), v)
 
 
 class LayerNorm(nn.LayerNorm):

@@ -1,0 +1,18 @@
+"""What runs outside the delegate in each method of the shipped program (no timing: the operator lists)."""
+
+from __future__ import annotations
+
+from helpers.pte import method_operators
+
+
+def test_audio_encoder_has_no_portable_attention_guards_or_layer_norm(bundle_8da4w):
+    """SDPA's decomposition put eq/any/where over [heads, T, T] outside XNNPACK (more than half of the full-size
+    encoder's time); one clip of valid frames needs no mask, and the layer norms are written the delegatable way."""
+    outside = method_operators(bundle_8da4w / "model.pte")["audio_encoder"]
+    assert not outside & {"aten::where", "aten::eq", "aten::any", "aten::logical_not", "aten::full_like",
+                          "aten::native_layer_norm"}, sorted(outside)
+
+
+def test_vision_encoder_attention_stays_in_the_delegate(bundle_8da4w):
+    outside = method_operators(bundle_8da4w / "model.pte")["vision_encoder"]
+    assert not outside & {"aten::where", "aten::eq", "aten::bmm", "aten::_softmax", "aten::native_layer_norm"}
