@@ -7,15 +7,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# CI clones main with ../shared beside it; the real inputs live there.
-SHARED_DATA = REPO.parent / "shared" / "data"
+# The real sample inputs ship inside the package (a fresh clone has nothing beside it).
+SAMPLE_DATA = REPO / "megrez_mobile" / "assets"
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    if not (SHARED_DATA / "sample_image.jpg").is_file():
-        pytest.fail(f"{SHARED_DATA} is missing: clone the project with ../shared beside it")
-    return SHARED_DATA
+    """The sample image (720×1480) and speech clip (mp3 and m4a) shipped with the SDK."""
+    return SAMPLE_DATA
 
 
 @pytest.fixture(scope="session")

@@ -49,7 +49,7 @@ def test_recipe_files_are_validated():
                        ({"rules": [{"pattern": "x", "scheme": "3bit"}]}, "scheme '3bit' is unknown"),
                        ({"rules": [{"pattern": "x", "kind": "conv"}]}, "kind 'conv' is unknown"),
                        ({"options": {"max_seq_len": 8192}}, "max_seq_len"),
-                       ({"options": {"context": 10}}, "unknown option")]:
+                       ({"options": {"context": 10}}, "options: unknown key.*context")]:
         with pytest.raises(RecipeError, match=match):
             _recipe(**bad)
     with pytest.raises(RecipeError, match="no recipe named"):
