@@ -49,6 +49,9 @@ def test_fallback_is_the_closest_scheme_the_backend_accepts(backend, requested, 
     got, reason = fallback_scheme(backend, requested, width)
     assert got == used
     assert bool(reason) == (got != requested)
+    if requested.weight_bits == 4 and used.weight_bits == 8:  # the reason says why 4-bit per channel was refused too
+        assert reason.endswith(f"XNNPACK packs 4-bit weights in groups that are a multiple of 32, not per channel "
+                               f"(one group of {width})"), reason
 
 
 @pytest.mark.parametrize("recipe", sorted(EXPECTED))

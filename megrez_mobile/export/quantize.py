@@ -70,8 +70,12 @@ def fallback_scheme(backend: str, scheme: QuantScheme, in_features: int,
     per_channel = dataclasses.replace(scheme, group_size=0)
     eight_bit = dataclasses.replace(per_channel, scheme="8da8w" if scheme.dynamic_activations else "8w")
     for candidate in (per_channel, eight_bit):
-        if candidate != scheme and _accepts(backend, candidate, in_features) is None:
+        if candidate == scheme:
+            continue
+        refused = _accepts(backend, candidate, in_features)
+        if refused is None:
             return candidate, reason
+        reason += f"; {candidate.describe()}: {refused}"
     raise ExportError(f"no quantization of a {in_features}-wide linear that {backend} accepts is close to "
                       f"{scheme.describe()} ({reason}); quantize it with another rule or scheme none")
 
