@@ -21,7 +21,7 @@ from torch import nn
 
 from ..bundle import (MANIFEST_FILE, PROGRAM_FILE, TOKENIZER_FILE, FileEntry, Manifest, MethodEntry, ProgramEntry,
                       read_manifest)
-from ..checkpoint.safetensors_io import INDEX_FILE, CheckpointIndex, atomic_directory
+from ..checkpoint.safetensors_io import INDEX_FILE, CheckpointIndex, atomic_directory, check_destination
 from ..config import CONFIG_FILE, MegrezConfig
 from ..errors import ExportError
 from ..model.omni import MegrezOmni, check_tokenizer_fits
@@ -50,8 +50,7 @@ def export_bundle(checkpoint_dir: str | Path, recipe: Recipe | str, out_dir: str
     checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
     recipe = recipe if isinstance(recipe, Recipe) else Recipe.load(recipe)
     say = on_stage or (lambda _msg: None)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out_dir} already exists and is not empty; choose another path or pass --overwrite")
+    check_destination(out_dir, overwrite)  # before minutes of export, not after
 
     config, index, processor, model, expected = _prepare(checkpoint_dir, recipe)
     say(f"recipe {recipe.name}: backend {recipe.backend}, context {recipe.options.max_context}, "
@@ -106,6 +105,10 @@ def _prepare(checkpoint_dir: Path, recipe: Recipe):
         model = MegrezOmni(config)
     expected = model.checkpoint_shapes()
     index.check_against(expected)
+    if recipe.options.max_context > config.text.max_position_embeddings:
+        raise ExportError(f"recipe {recipe.name}: max_context {recipe.options.max_context} exceeds the model's "
+                          f"max_position_embeddings ({config.text.max_position_embeddings}, config.json); pass "
+                          f"--max-context {config.text.max_position_embeddings} or less")
     modules = dict(quantizable_modules(model))
     recipe.check([n for n, m in modules.items() if isinstance(m, nn.Linear)],
                  [n for n, m in modules.items() if isinstance(m, nn.Embedding)])
