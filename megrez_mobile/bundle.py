@@ -172,6 +172,11 @@ class Manifest:
     def all_files(self) -> tuple[FileEntry, ...]:
         return (self.program.file, self.tokenizer)
 
+    @property
+    def backends(self) -> list[str]:
+        """Every delegate the program's methods run on (a runtime must have all of them to load the bundle)."""
+        return sorted({m.backend for m in self.program.methods} - {"portable"})
+
     def path_of(self, bundle_dir: str | Path, entry: FileEntry) -> Path:
         """Where `entry` lives in `bundle_dir`: the one path both verification and loading use."""
         return member(Path(bundle_dir), entry.file, f"{Path(bundle_dir) / MANIFEST_FILE}: {entry.file}", BundleError)

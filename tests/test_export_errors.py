@@ -3,6 +3,7 @@ bundles, prompts past the context. Plus the phone-only backends: they export, an
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -127,3 +128,34 @@ def test_phone_only_backends_export_and_report_delegation(odd_bundles, recipe, b
     bundle = Bundle.load(odd_bundles(recipe))
     with pytest.raises(BundleError, match="backend"):
         bundle.encode_audio(__import__("torch").zeros(128, 100))
+
+
+def test_a_recipe_puts_methods_on_different_backends_in_one_program(odd_bundles, tmp_path):
+    """coreml-encoders: the audio encoder on Core ML, the decoder on XNNPACK, one model.pte; inspect says so."""
+    from click.testing import CliRunner
+
+    from megrez_mobile.bundle import read_manifest
+    from megrez_mobile.cli import cli
+    from megrez_mobile.harness.validate import require_runnable
+
+    bundle = odd_bundles("coreml-encoders")
+    manifest = read_manifest(bundle)
+    methods = {m.name: m for m in manifest.program.methods}
+    assert methods["audio_encoder"].backend == "coreml" and methods["audio_encoder"].coverage_percent == 100
+    assert methods["text_decoder"].backend == "xnnpack" and methods["text_decoder"].coverage_percent > 60
+    # Asked for on Core ML, the vision tower falls back to XNNPACK (uint8 input, dynamic position ids).
+    assert methods["vision_encoder"].backend == "xnnpack"
+    assert manifest.backends == ["coreml", "xnnpack"] and manifest.recipe["method_backends"] == {
+        "vision_encoder": "coreml", "audio_encoder": "coreml"}
+    shown = CliRunner().invoke(cli, ["inspect", str(bundle)]).output
+    assert re.search(r"audio_encoder\s+coreml\s", shown) and re.search(r"text_decoder\s+xnnpack\s", shown)
+    with pytest.raises(BundleError, match="methods on coreml"):
+        require_runnable(bundle)
+
+
+def test_method_backends_are_validated(tmp_path):
+    for bad, match in [({"method_backends": {"token_embedding": "coreml"}}, "not a delegated method"),
+                       ({"method_backends": {"audio_encoder": "tpu"}}, "backend is 'tpu'"),
+                       ({"method_backends": ["coreml"]}, "must be a mapping")]:
+        with pytest.raises(RecipeError, match=match):
+            _recipe(**bad)

@@ -133,7 +133,8 @@ def _lower(recipe: Recipe, method: str, program: ExportedProgram, name: str, gen
             compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
             generate_etrecord=generate_etrecord)
     except Exception as e:  # noqa: BLE001 - re-raised with the method and backend named
-        raise ExportError(f"lowering {method} for {recipe.backend} failed: {type(e).__name__}: {e}") from e
+        raise ExportError(f"lowering {method} for {recipe.method_backend(method)} failed: "
+                          f"{type(e).__name__}: {e}") from e
     _restore_symbol_ranges(edge.exported_program(name), ranges)
     return edge
 

@@ -195,7 +195,7 @@ def _load_and_quantize(spec: MethodSpec, model: MegrezOmni, weights: _WeightStre
 def _export_one(spec: MethodSpec, recipe: Recipe, say: StageFn):
     say(f"{spec.name}: torch.export")
     exported = _torch_export(spec)
-    say(f"{spec.name}: lowering to {recipe.backend}")
+    say(f"{spec.name}: lowering to {recipe.method_backend(spec.name)}")
     return lower_method(recipe, spec.name, exported)
 
 

@@ -112,6 +112,8 @@ class Recipe:
     options: ExportOptions = field(default_factory=ExportOptions)
     fidelity: Fidelity = field(default_factory=Fidelity)
     description: str = ""
+    # Methods that run on another backend than `backend` (e.g. the encoders on Core ML, the decoder on XNNPACK).
+    method_backends: Mapping[str, str] = field(default_factory=dict)
     # Where the recipe was read from (informational; not part of what it means).
     source: str = ""
 
@@ -120,10 +122,10 @@ class Recipe:
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> "Recipe":
         if not isinstance(data, Mapping):
             raise RecipeError(f"{source}: a recipe is a mapping with name, backend, rules and options")
-        unknown = set(data) - {"name", "backend", "rules", "options", "fidelity", "description"}
+        unknown = set(data) - {"name", "backend", "method_backends", "rules", "options", "fidelity", "description"}
         if unknown:
-            raise RecipeError(f"{source}: unknown top-level key(s) {sorted(unknown)}; "
-                              "use name, description, backend, rules, options, fidelity")
+            raise RecipeError(f"{source}: unknown top-level key(s) {sorted(map(str, unknown))}; "
+                              "use name, description, backend, method_backends, rules, options, fidelity")
         backend = data.get("backend")
         if backend not in BACKENDS:
             raise RecipeError(f"{source}: backend is {backend!r}; use one of {', '.join(BACKENDS)}")
@@ -135,8 +137,9 @@ class Recipe:
         rules = tuple(_parse_rule(r, i, source) for i, r in enumerate(rules))
         options = _parse_options(data.get("options") or {}, source)
         fidelity = _parse_fields(Fidelity, data.get("fidelity") or {}, f"{source}: fidelity")
+        method_backends = _parse_method_backends(data.get("method_backends") or {}, source)
         return cls(name=name, backend=backend, rules=rules, options=options, fidelity=fidelity,
-                   description=description.strip(), source=source)
+                   description=description.strip(), method_backends=method_backends, source=source)
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> "Recipe":
@@ -163,6 +166,7 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "backend": self.backend,
+                "method_backends": dict(self.method_backends),
                 "rules": [{"pattern": r.pattern, "kind": r.kind, **dataclasses.asdict(r.quant)} for r in self.rules],
                 "options": dataclasses.asdict(self.options), "fidelity": dataclasses.asdict(self.fidelity)}
 
@@ -173,12 +177,22 @@ class Recipe:
                 return rule.quant
         return QuantScheme()
 
+    def requested_backend(self, method: str) -> str:
+        """The backend the recipe asks for `method`: its own entry in `method_backends`, else `backend`."""
+        return self.method_backends.get(method, self.backend)
+
     def method_backend(self, method: str) -> str:
-        """The delegate that runs a method: the recipe's backend, or XNNPACK where that backend cannot lower it.
-        `token_embedding` is never delegated (ExecuTorch's quantized-embedding kernel does the lookup)."""
+        """The delegate that runs a method: the backend the recipe asks for, or XNNPACK where that backend cannot
+        lower it. `token_embedding` is never delegated (ExecuTorch's quantized-embedding kernel does the lookup)."""
         if method == "token_embedding":
             return "portable"
-        return "xnnpack" if (self.backend, method) in XNNPACK_FALLBACKS else self.backend
+        requested = self.requested_backend(method)
+        return "xnnpack" if (requested, method) in XNNPACK_FALLBACKS else requested
+
+    @property
+    def backends(self) -> list[str]:
+        """Every delegate the program needs at run time (what a runtime must have to load the bundle)."""
+        return sorted({self.method_backend(m) for m in METHODS} - {"portable"})
 
     def check(self, linear_names: Iterable[str], embedding_names: Iterable[str]) -> None:
         """Refuse, before exporting, rules that match nothing and combinations the backend computes wrongly."""
@@ -198,7 +212,9 @@ class Recipe:
             backend = self.method_backend(METHOD_OF_PREFIX.get(name.split(".", 1)[0], "text_decoder"))
             reason = _backend_refuses(backend, q)
             if reason:
-                fallback = "" if backend == self.backend else f" (its method falls back from {self.backend})"
+                method = METHOD_OF_PREFIX.get(name.split(".", 1)[0], "text_decoder")
+                requested = self.requested_backend(method)
+                fallback = "" if backend == requested else f" (its method falls back from {requested})"
                 problems.append(f"{name}: {q.scheme} on {backend}{fallback}: {reason}")
         if problems:
             shown = problems[:12] + ([f"... and {len(problems) - 12} more"] if len(problems) > 12 else [])
@@ -216,6 +232,19 @@ def _backend_refuses(backend: str, q: QuantScheme) -> str | None:
     if backend == "portable" and q.scheme != "none":
         return "the portable backend has no quantized linear kernels; use a delegate backend or scheme none"
     return None
+
+
+def _parse_method_backends(raw: Any, source: str) -> dict[str, str]:
+    where = f"{source}: method_backends"
+    if not isinstance(raw, Mapping):
+        raise RecipeError(f"{where} must be a mapping like {{vision_encoder: coreml}}")
+    for method, backend in raw.items():
+        if method not in METHODS or method == "token_embedding":
+            raise RecipeError(f"{where}: {method!r} is not a delegated method; use "
+                              f"{', '.join(m for m in METHODS if m != 'token_embedding')}")
+        if backend not in BACKENDS:
+            raise RecipeError(f"{where}: {method} backend is {backend!r}; use one of {', '.join(BACKENDS)}")
+    return dict(raw)
 
 
 def _parse_rule(raw: Any, i: int, source: str) -> QuantRule:

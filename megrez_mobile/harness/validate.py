@@ -252,8 +252,9 @@ def require_runnable(bundle_dir: Path) -> None:
     """Vulkan/Core ML programs cannot run in the Python wheel: say so before loading a 16 GB reference."""
     from ..bundle import read_manifest
 
-    backend = read_manifest(bundle_dir).program.backend
-    if backend not in ("xnnpack", "portable"):
-        raise BundleError(f"{bundle_dir} is a {backend} bundle; this host's ExecuTorch runtime has XNNPACK and the "
+    missing = [b for b in read_manifest(bundle_dir).backends if b not in ("xnnpack", "portable")]
+    if missing:
+        backend = " and ".join(missing)
+        raise BundleError(f"{bundle_dir} has methods on {backend}; this host's ExecuTorch runtime has XNNPACK and the "
                           "portable kernels only. Validate the same checkpoint exported with an xnnpack recipe here, "
                           f"and run the {backend} bundle on a device with the demo apps.")

@@ -76,7 +76,7 @@ class Bundle:
                 program = Runtime.get().load_program(program_path)
         except Exception as e:  # noqa: BLE001 - the runtime raises bare RuntimeErrors
             raise BundleError(f"ExecuTorch could not load {program_path} ({type(e).__name__}: {e}). "
-                              f"It needs the {manifest.program.backend} backend; the Python wheel has XNNPACK and "
+                              f"It needs the {' and '.join(manifest.backends)} backend(s); the Python wheel has XNNPACK and "
                               "portable only (Vulkan and Core ML bundles run on devices).") from e
         bundle = cls(directory, manifest, program, processor)
         bundle._check_program_constants()
@@ -109,9 +109,12 @@ class Bundle:
                     self._methods[name] = self._program.load_method(name)
             except Exception as e:  # noqa: BLE001
                 raise BundleError(f"loading method {name} of {self.directory / self.manifest.program_file} failed "
-                                  f"({type(e).__name__}: {e}); its backend ({self.manifest.program.backend}) may not "
+                                  f"({type(e).__name__}: {e}); its backend ({self._method_backend(name)}) may not "
                                   "be available in this runtime") from e
         return self._methods[name]
+
+    def _method_backend(self, name: str) -> str:
+        return next((m.backend for m in self.manifest.program.methods if m.name == name), self.manifest.program.backend)
 
     def run(self, name: str, *inputs: torch.Tensor) -> torch.Tensor:
         return self.method(name).execute(list(inputs))[0]
