@@ -15,7 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .config import PreprocessorConfig
 from .errors import BundleError, MegrezError
+from .export.recipe import Recipe
 from .untrusted import bounded, member, plain_name, read_json, typed_fields
 
 SCHEMA_VERSION = 1
@@ -38,7 +40,7 @@ def _typed(cls, raw: Any, where: str, **kwargs) -> dict[str, Any]:
 class FileEntry:
     file: str
     bytes: int = bounded(0, 1 << 44)
-    sha256: str = ""
+    sha256: str
 
     @classmethod
     def of(cls, directory: Path, name: str) -> "FileEntry":
@@ -152,15 +154,11 @@ class Manifest:
         _typed(FrontEnd, self.front_end, f"{source}: front_end")
         if not self.front_end["stop_ids"]:
             raise BundleError(f"{source}: front_end.stop_ids is empty: generation would never stop. {_FIX}")
-        from .config import PreprocessorConfig  # the front end's parameters, with their own bounds
-
-        try:
+        try:  # the front end's parameters, with their own bounds
             PreprocessorConfig.from_dict(self.front_end["preprocessor_config"], f"{source}: front_end.preprocessor_config")
         except MegrezError as e:
             raise BundleError(f"{e}. {_FIX}") from None
-        from .export.recipe import Recipe  # the recipe as exported: `validate` and `inspect` read it
-
-        try:
+        try:  # the recipe as exported: `validate` and `inspect` read it
             Recipe.from_dict(self.recipe, f"{source}: recipe")
         except MegrezError as e:
             raise BundleError(f"{e}. {_FIX}") from None
