@@ -43,6 +43,23 @@ public enum RunnerInput {
     case image(Image)
     case audio(Audio)
 
+    public func toJson() -> JsonMap {
+        switch self {
+        case .text(let t): return t.toJson()
+        case .image(let i): return i.toJson()
+        case .audio(let a): return a.toJson()
+        }
+    }
+
+    /// Positions this input fills in the context (text: not known without the tokenizer, see `Text.maxTokens`).
+    public var maxTokens: Int {
+        switch self {
+        case .text(let t): return t.maxTokens
+        case .image(let i): return i.maxTokens
+        case .audio(let a): return a.maxTokens
+        }
+    }
+
     public struct Text {
         public let text: String
 
@@ -100,23 +117,6 @@ public enum RunnerInput {
         public func toJson() -> JsonMap {
             JsonMap([("kind", "audio"), ("audio", audio), ("clip", clip), ("first_sample", info.firstSample),
                      ("samples", info.samples), ("mel_frames", info.melFrames), ("tokens", info.tokens)])
-        }
-    }
-
-    public func toJson() -> JsonMap {
-        switch self {
-        case .text(let t): return t.toJson()
-        case .image(let i): return i.toJson()
-        case .audio(let a): return a.toJson()
-        }
-    }
-
-    /// Positions this input fills in the context (text: not known without the tokenizer, see `Text.maxTokens`).
-    public var maxTokens: Int {
-        switch self {
-        case .text(let t): return t.maxTokens
-        case .image(let i): return i.maxTokens
-        case .audio(let a): return a.maxTokens
         }
     }
 }
