@@ -423,5 +423,5 @@ def test_bad_devices_files_name_the_file_and_entry(tmp_path, text, expected):
 
 
 def test_missing_devices_file(tmp_path):
-    with pytest.raises(DeviceError, match=r"devices file .*nope.yaml: cannot read it"):
+    with pytest.raises(DeviceError, match=r"devices file .*nope.yaml cannot be read"):
         load_devices_file(tmp_path / "nope.yaml")

@@ -482,7 +482,10 @@ def load_devices_file(path: Path) -> list[Device]:
         - adb:emulator-5554
     """
     path = Path(path)
-    raw = read_yaml(path, DeviceError, "Fix the devices file (see `megrez-mobile profile --help`)")
+    try:
+        raw = read_yaml(path, DeviceError, "Fix the devices file (see `megrez-mobile profile --help`)")
+    except DeviceError as e:
+        raise DeviceError(f"devices file {e}") from None
     if not isinstance(raw, list) or not raw:
         raise DeviceError(f"devices file {path}: expected a non-empty YAML list of devices, e.g. `- local` and "
                           f"`- ssh:pi@raspberrypi.local` on separate lines")
