@@ -1,0 +1,2 @@
+// Exposes our Objective-C++ runner wrapper to the app's Swift code.
+#import "Runner/MegrezRunner.h"
