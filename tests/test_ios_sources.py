@@ -1,0 +1,301 @@
+"""ios_demo: what can be checked here without a Swift compiler (none can be had on our machines).
+
+- every `.swift` file parses with PyPI's tree-sitter-swift grammar: no ERROR and no MISSING node;
+- MegrezCore's XCTests name every vector case the SDK writes, and the vectors are current (test_runner_plan's check);
+  the Pillow-decoded JPEG fixtures the Swift tests read on Linux equal Pillow's decoding;
+- MegrezCore is the Kotlin core's twin: a Swift file per Kotlin file, every Kotlin type and function name in it, in
+  the same order; Foundation only (no Apple-only import), no package dependency; the benchmark constants equal the
+  SDK's;
+- the app: the ExecuTorch package pinned by revision with the products and `-all_load`, the increased-memory-limit
+  entitlement, file sharing, usage descriptions; chat goes through our Objective-C++ wrapper (mmap, raw bytes), never
+  through ExecuTorchLLM's MultimodalRunner.
+
+Parsing is syntax only: it proves neither that the code type-checks nor that it runs (ios_demo/README.md).
+"""
+
+from __future__ import annotations
+
+import plistlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tree_sitter_swift
+import yaml
+from PIL import Image
+from tree_sitter import Language, Parser
+
+REPO = Path(__file__).resolve().parents[1]
+IOS = REPO / "ios_demo"
+CORE = IOS / "MegrezCore"
+CORE_SOURCES = CORE / "Sources" / "MegrezCore"
+CORE_TESTS = CORE / "Tests" / "MegrezCoreTests"
+APP = IOS / "MegrezDemo"
+KOTLIN_CORE = REPO / "android_demo" / "core" / "src" / "main" / "kotlin" / "dev" / "megrezmobile" / "core"
+KOTLIN_TESTS = REPO / "android_demo" / "core" / "src" / "test" / "kotlin" / "dev" / "megrezmobile" / "core"
+VECTORS = REPO / "tests" / "vectors" / "front_end"
+
+SWIFT = Language(tree_sitter_swift.language())
+
+
+def _swift_files() -> list[Path]:
+    return sorted(p for p in IOS.rglob("*.swift") if ".build" not in p.parts)
+
+
+def _parse(path: Path):
+    return Parser(SWIFT).parse(path.read_bytes())
+
+
+def _problems(node, out: list[str]) -> list[str]:
+    if node.type == "ERROR" or node.is_missing:
+        kind = f"MISSING {node.type}" if node.is_missing else "ERROR"
+        out.append(f"{kind} at line {node.start_point[0] + 1}, column {node.start_point[1] + 1}")
+    for child in node.children:
+        _problems(child, out)
+    return out
+
+
+# --- syntax ---------------------------------------------------------------------------------------------------------
+
+
+def test_there_are_swift_sources_to_check():
+    files = _swift_files()
+    assert len([f for f in files if CORE_SOURCES in f.parents]) >= 15
+    assert len([f for f in files if CORE_TESTS in f.parents]) >= 3
+    assert len([f for f in files if APP in f.parents]) >= 5
+
+
+@pytest.mark.parametrize("path", _swift_files(), ids=lambda p: str(p.relative_to(IOS)))
+def test_swift_file_parses_without_errors(path):
+    tree = _parse(path)
+    problems = _problems(tree.root_node, [])
+    assert not problems and not tree.root_node.has_error, f"{path.relative_to(REPO)}: {problems[:10]}"
+
+
+def test_the_parser_does_find_swift_errors():
+    """The grammar is strict enough to matter: broken Swift gives error nodes."""
+    for broken in (b"func f( { let = }", b"struct S { var x: Int = }", b"let s = \"unterminated\n"):
+        tree = Parser(SWIFT).parse(broken)
+        assert _problems(tree.root_node, []) or tree.root_node.has_error, broken
+
+
+# --- vectors --------------------------------------------------------------------------------------------------------
+
+
+def _swift_string_list(source: str, name: str) -> list[str]:
+    match = re.search(rf"static let {name}\s*=\s*\[(.*?)\]", source, re.S)
+    assert match, f"{name} not found"
+    return re.findall(r'"([^"]*)"', match.group(1))
+
+
+def test_xctests_name_every_vector_case():
+    cases = sorted(p.name for p in (VECTORS / "cases").iterdir() if p.is_dir())
+    assert len(cases) >= 10
+    source = (CORE_TESTS / "VectorsTests.swift").read_text()
+    assert _swift_string_list(source, "EXPECTED_CASES") == cases, (
+        "VectorsTest.EXPECTED_CASES must list tests/vectors/front_end/cases exactly")
+    # The Swift suite runs every test the Kotlin vector suite runs (same names, XCTest's `test` prefix).
+    kotlin = re.findall(r"@Test fun (\w+)\(", (KOTLIN_TESTS / "VectorsTest.kt").read_text())
+    swift = set(re.findall(r"func test(\w+)\(", source))
+    assert len(kotlin) >= 6
+    missing = [k for k in kotlin if k[0].upper() + k[1:] not in swift]
+    assert not missing, f"Kotlin vector tests with no Swift twin: {missing}"
+
+
+def test_xctests_mirror_every_kotlin_unit_test():
+    kotlin_source = (KOTLIN_TESTS / "UnitTests.kt").read_text()
+    swift_source = (CORE_TESTS / "UnitTests.swift").read_text()
+    kotlin_classes = re.findall(r"^class (\w+Test)\b", kotlin_source, re.M)
+    swift_classes = set(re.findall(r"^final class (\w+Test): XCTestCase", swift_source, re.M))
+    assert len(kotlin_classes) >= 6 and set(kotlin_classes) <= swift_classes
+    swift_tests = set(re.findall(r"func test(\w+)\(", swift_source))
+    kotlin_tests = re.findall(r"@Test fun (\w+)\(", kotlin_source)
+    renamed = {"refusesWhatTheAarCannotRun": "RefusesWhatTheAppCannotRun"}  # the iOS app links Core ML
+    missing = [t for t in kotlin_tests if renamed.get(t, t[0].upper() + t[1:]) not in swift_tests]
+    assert not missing, f"Kotlin unit tests with no Swift twin: {missing}"
+
+
+def test_committed_vectors_are_current(tmp_path):
+    """The Swift tests read the same vectors as Kotlin: the Python side's own check that they are what the SDK writes."""
+    from test_runner_plan import test_committed_vectors_are_current as python_side_check
+
+    python_side_check(tmp_path)
+
+
+def test_jpeg_fixtures_are_pillows_decoding():
+    fixtures = CORE_TESTS / "Fixtures" / "decoded"
+    jpegs = sorted(p for p in (VECTORS / "inputs").iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
+    assert jpegs, "the vectors have JPEG inputs (sample photo, EXIF-rotated photo)"
+    assert sorted(p.name for p in fixtures.glob("*.png")) == sorted(f"{p.name}.png" for p in jpegs), (
+        "run ios_demo/MegrezCore/Tests/MegrezCoreTests/Fixtures/make_fixtures.py")
+    for jpeg in jpegs:
+        with Image.open(jpeg) as im:
+            expected = np.asarray(im.convert("RGB"))
+        with Image.open(fixtures / f"{jpeg.name}.png") as im:
+            assert im.mode == "RGB" and im.info.get("interlace", 0) == 0  # what the tests' PNG reader takes
+            got = np.asarray(im)
+        assert got.shape == expected.shape and np.array_equal(got, expected), jpeg.name
+
+
+def test_vector_pngs_are_what_the_swift_png_reader_takes():
+    """PngDecoder.swift reads 8-bit, non-interlaced PNG of colour types 0, 2, 3, 4 and 6."""
+    pngs = list(VECTORS.rglob("*.png")) + list((CORE_TESTS / "Fixtures").rglob("*.png"))
+    assert len(pngs) > 20
+    for png in pngs:
+        head = png.read_bytes()[:33]
+        assert head[12:16] == b"IHDR", png
+        depth, colour, interlace = head[24], head[25], head[28]
+        assert depth == 8 and colour in (0, 2, 3, 4, 6) and interlace == 0, (png, depth, colour, interlace)
+
+
+# --- the Kotlin twin ------------------------------------------------------------------------------------------------
+
+
+def _kotlin_names(path: Path) -> list[str]:
+    """Type and function names in order of appearance, private ones left out."""
+    names = []
+    for line in path.read_text().splitlines():
+        code = line.split("//")[0]
+        for m in re.finditer(r"\b(?:class|object|interface)\s+(\w+)|\bfun\s+(?:<[^>]*>\s*)?(?:\w+\.)?(\w+)\s*\(", code):
+            if not re.search(r"\bprivate\b", code[:m.start()]):  # `private fun`, `private class` (not a parameter)
+                names.append(m.group(1) or m.group(2))
+    return names
+
+
+def _swift_names(path: Path) -> list[str]:
+    names = []
+
+    def walk(node):
+        if node.type in ("class_declaration", "protocol_declaration", "function_declaration"):
+            name = node.child_by_field_name("name")
+            private = any(c.type == "modifiers" and b"private" in c.text for c in node.children)
+            if name is not None and not private:  # as the Kotlin reader leaves `private` ones out
+                names.append(name.text.decode())
+        for child in node.children:
+            walk(child)
+
+    walk(_parse(path).root_node)
+    return names
+
+
+def _kotlin_files() -> list[Path]:
+    return sorted(KOTLIN_CORE.glob("*.kt"))
+
+
+def test_every_kotlin_core_file_has_a_swift_twin():
+    kotlin = [p.stem for p in _kotlin_files()]
+    assert len(kotlin) >= 15
+    swift = {p.stem for p in CORE_SOURCES.glob("*.swift")}
+    assert not [k for k in kotlin if k not in swift], "a Kotlin core file without its Swift twin"
+
+
+@pytest.mark.parametrize("kotlin_file", _kotlin_files(), ids=lambda p: p.name)
+def test_swift_twin_declares_the_kotlin_names_in_order(kotlin_file):
+    kotlin = list(dict.fromkeys(_kotlin_names(kotlin_file)))  # first occurrences, in order
+    swift_file = CORE_SOURCES / f"{kotlin_file.stem}.swift"
+    swift = list(dict.fromkeys(_swift_names(swift_file)))
+    missing = [n for n in kotlin if n not in swift]
+    assert not missing, f"{swift_file.name} lacks {missing} (Kotlin {kotlin_file.name})"
+    order = [n for n in swift if n in kotlin]
+    assert order == kotlin, f"{swift_file.name}: names in another order than {kotlin_file.name}:\n{order}\n{kotlin}"
+
+
+def test_the_twin_check_sees_the_names():
+    """The name readers find what they must (a reader that finds nothing would pass every twin check)."""
+    kotlin = _kotlin_names(KOTLIN_CORE / "RunnerPlan.kt")
+    swift = _swift_names(CORE_SOURCES / "RunnerPlan.swift")
+    for name in ("Content", "ChatMessage", "Continuation", "RunnerInput", "Text", "Image", "Audio", "RunnerPlan",
+                 "RunnerPlanner", "plan", "toJson", "ChatFormatError"):
+        assert name in kotlin and name in swift, name
+    assert "planImage" not in kotlin and "planImage" not in swift  # private on both sides: left out
+
+
+def test_core_is_foundation_only_and_dependency_free():
+    manifest = (CORE / "Package.swift").read_text()
+    assert manifest.startswith("// swift-tools-version:5.9")
+    assert "dependencies: [\"MegrezCore\"]" in manifest and ".package(" not in manifest
+    allowed = {"Foundation", "XCTest", "MegrezCore", "PackageDescription"}
+    for path in CORE.rglob("*.swift"):
+        imports = set(re.findall(r"^\s*(?:@testable\s+)?import\s+(\w+)", path.read_text(), re.M))
+        assert imports <= allowed, f"{path.relative_to(REPO)} imports {imports - allowed} (Linux has only Foundation)"
+        # Apple-only APIs that Foundation-only files could still call and that do not exist on Linux.
+        code = "\n".join(line.split("//")[0] for line in path.read_text().splitlines())
+        for apple_only in ("autoreleasepool", "CryptoKit", "CC_SHA256", "NSImage", "UIImage", "CGImage", "os_log"):
+            assert not re.search(rf"\b{apple_only}\b", code), f"{path.name} uses {apple_only}"
+
+
+def test_swift_benchmark_contract_equals_the_sdks():
+    from megrez_mobile.harness import app_contract as c
+
+    text = (CORE_SOURCES / "BenchmarkContract.swift").read_text()
+    consts = dict(re.findall(r'static let (\w+) = "([^"]*)"', text))
+    assert consts["APP_PACKAGE"] == c.APP_PACKAGE
+    assert consts["BENCHMARK_ACTIVITY"] == c.BENCHMARK_ACTIVITY_CLASS
+    for name in ("EXTRA_BUNDLE_DIR", "EXTRA_RESULT_PATH", "EXTRA_ARGS", "ADB_BUNDLE_ROOT", "TMP_SUFFIX",
+                 "ERROR_SUFFIX", "RESULT_SCHEMA", "LOAD_METRIC", "VISION_METRIC", "AUDIO_METRIC",
+                 "PEAK_MEMORY_METRIC"):
+        assert consts[name] == getattr(c, name), name
+    assert tuple(re.findall(r'\("(--[\w-]+)", "(\w+)"\)', text)) == c.AGENT_OPTIONS
+    assert tuple(_swift_string_list(text, "RESULT_KEYS")) == c.RESULT_KEYS
+    assert tuple(_swift_string_list(text, "TTFT_PROMPTS")) == c.TTFT_PROMPTS
+    for fn, arg, python in (("prefillMetric", 128, c.prefill_metric), ("decodeMetric", 128, c.decode_metric),
+                            ("ttftMetric", "text", c.ttft_metric)):
+        template = re.search(rf'func {fn}\(_ \w+: \w+\) -> String {{ "([^"]*)" }}', text).group(1)
+        assert re.sub(r"\\\(\w+\)", str(arg), template) == python(arg)
+
+
+# --- the app --------------------------------------------------------------------------------------------------------
+
+PLACEHOLDER_REVISION = "REPLACE_WITH_SWIFTPM_1_5_HEAD_REVISION"
+PRODUCTS = ("executorch", "executorch_llm", "backend_xnnpack", "backend_coreml", "kernels_optimized",
+            "kernels_quantized", "kernels_llm")
+
+
+def test_project_pins_executorch_by_revision_with_the_products():
+    spec = yaml.safe_load((IOS / "project.yml").read_text())
+    package = spec["packages"]["ExecuTorch"]
+    assert package["url"] == "https://github.com/pytorch/executorch.git"
+    revision = str(package["revision"])
+    if revision != PLACEHOLDER_REVISION:
+        assert re.fullmatch(r"[0-9a-f]{40}", revision), "pinned by a full commit hash"
+    else:  # no commit in our notes and no GitHub here: the placeholder must be said, in the spec and the README
+        assert "PLACEHOLDER" in (IOS / "project.yml").read_text()
+        assert PLACEHOLDER_REVISION in (IOS / "README.md").read_text()
+    assert "branch" not in package and "version" not in package
+    target = spec["targets"]["MegrezDemo"]
+    linked = [d["product"] for d in target["dependencies"] if d.get("package") == "ExecuTorch"]
+    assert sorted(linked) == sorted(PRODUCTS)
+    settings = target["settings"]["base"]
+    assert "-all_load" in settings["OTHER_LDFLAGS"]
+    assert settings["IPHONEOS_DEPLOYMENT_TARGET"] == "17.0"
+    assert settings["SWIFT_OBJC_BRIDGING_HEADER"].endswith("MegrezDemo-Bridging-Header.h")
+    assert {"package": "MegrezCore"} in [{"package": d.get("package")} for d in target["dependencies"]]
+    assert spec["packages"]["MegrezCore"]["path"] == "MegrezCore"
+
+
+def test_entitlements_and_info_plist():
+    entitlements = plistlib.loads((APP / "MegrezDemo.entitlements").read_bytes())
+    assert entitlements["com.apple.developer.kernel.increased-memory-limit"] is True
+    info = plistlib.loads((APP / "Info.plist").read_bytes())
+    assert info["UIFileSharingEnabled"] is True and info["LSSupportsOpeningDocumentsInPlace"] is True
+    for key in ("NSCameraUsageDescription", "NSMicrophoneUsageDescription", "NSPhotoLibraryUsageDescription"):
+        assert len(info[key]) > 20, key
+
+
+def test_chat_goes_through_our_wrapper_not_executorch_llm():
+    """ExecuTorchLLM's MultimodalRunner loads the whole .pte and loses partial UTF-8: the app must not call it."""
+    app_swift = "\n".join(p.read_text() for p in APP.rglob("*.swift"))
+    assert "MegrezRunner" in app_swift and "Utf8PieceBuffer" in app_swift and "RunnerPlanner" in app_swift
+    assert not re.search(r"\bMultimodalRunner\s*\(", app_swift)
+    assert "import ExecuTorchLLM" not in app_swift
+    header = (APP / "Runner" / "MegrezRunner.h").read_text()
+    impl = (APP / "Runner" / "MegrezRunner.mm").read_text()
+    assert "Module::LoadMode::Mmap" in impl and "LoadMode::File" not in impl
+    assert "create_multimodal_runner" in impl and "stats_to_json_string" in impl
+    # Pieces cross to Swift as bytes: never converted to NSString inside the wrapper.
+    assert "NSData" in header and not re.search(r"@\(\s*\w+\.c_str\(\)\s*\)", impl)
+    for selector in ("prefillText", "prefillImage", "prefillAudio", "generate", "stop", "reset"):
+        assert selector in header and selector in app_swift, selector
+    bridging = (APP / "MegrezDemo-Bridging-Header.h").read_text()
+    assert '#import "Runner/MegrezRunner.h"' in bridging
