@@ -123,7 +123,8 @@ static std::string Utf8(NSString *s) { return std::string(s.UTF8String ?: ""); }
   const float *samples = static_cast<const float *>(waveform.bytes);
   std::vector<float> wave(samples, samples + waveform.length / sizeof(float));
   auto tensor = ::executorch::extension::make_tensor_ptr({(int32_t)wave.size()}, std::move(wave));
-  auto result = _preprocessor->execute("audio_preprocessor", {tensor});  // UNVERIFIED: TensorPtr -> EValue in the list
+  auto result = _preprocessor->execute(
+      "audio_preprocessor", std::vector<::executorch::runtime::EValue>{*tensor});  // UNVERIFIED: this overload
   if (!result.ok()) {
     if (error) *error = MakeError(result.error(), @"the bundle's audio_preprocessor failed: re-export the bundle "
                                                    @"(it must contain the audio front end)");

@@ -174,7 +174,7 @@ public final class WavAudio {
 
     public var mono: [Float] { AudioPrep.downmix(interleaved, channels) }
 
-    public static func parse(_ data: Data) throws -> WavAudio { try parse([UInt8](data)) }
+    public static func parse(data: Data) throws -> WavAudio { try parse([UInt8](data)) }
 
     public static func parse(_ b: [UInt8]) throws -> WavAudio {
         func u16(_ i: Int) throws -> Int {

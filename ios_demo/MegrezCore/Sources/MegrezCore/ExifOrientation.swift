@@ -12,7 +12,7 @@ public enum ExifOrientation {
         (try? parseJpeg(bytes)) ?? 1
     }
 
-    public static func readJpeg(_ data: Data) -> Int { readJpeg([UInt8](data)) }
+    public static func readJpeg(data: Data) -> Int { readJpeg([UInt8](data)) }
 
     private static func byte(_ b: [UInt8], _ i: Int) throws -> Int {
         guard i >= 0 && i < b.count else { throw OutOfBounds() }
