@@ -30,7 +30,10 @@ object ExifOrientation {
 
     private fun tiffOrientation(b: ByteArray, start: Int, end: Int): Int {
         val little = when (String(b, start, 2, Charsets.ISO_8859_1)) { "II" -> true; "MM" -> false; else -> return 1 }
-        fun u16(o: Int): Int { val i = start + o; require(i + 2 <= end)
+        fun u16(o: Int): Int {
+            // A hostile IFD offset may point anywhere (even overflow Int): out of the block reads as "no EXIF".
+            if (o < 0 || start.toLong() + o + 2 > end) throw IndexOutOfBoundsException("EXIF offset $o")
+            val i = start + o
             return if (little) (b[i].toInt() and 0xff) or ((b[i + 1].toInt() and 0xff) shl 8) else u16be(b, i) }
         fun u32(o: Int): Long = if (little) u16(o).toLong() or (u16(o + 2).toLong() shl 16)
             else (u16(o).toLong() shl 16) or u16(o + 2).toLong()

@@ -28,6 +28,16 @@ class ExifTransformTest {
         assertEquals(1, ExifOrientation.readJpeg(byteArrayOf()))
         assertEquals(1, ExifOrientation.readJpeg(byteArrayOf(0xFF.toByte(), 0xD8.toByte(), 0xFF.toByte(), 0xE1.toByte(), 0, 50)))
     }
+
+    @Test fun anIfdOffsetPastTheBlockIsOrientationOne() {
+        // EXIF blocks whose IFD offset points past their end (or past Int): 1, never an exception.
+        for (offset in listOf(byteArrayOf(0x7F, 0xFF.toByte(), 0xFF.toByte(), 0xFF.toByte()), byteArrayOf(0, 0, 0x03, 0xE8.toByte()))) {
+            val tiff = byteArrayOf(0x4D, 0x4D, 0, 42) + offset
+            val app1 = "Exif\u0000\u0000".toByteArray(Charsets.ISO_8859_1) + tiff
+            val jpeg = byteArrayOf(0xFF.toByte(), 0xD8.toByte(), 0xFF.toByte(), 0xE1.toByte(), 0, (app1.size + 2).toByte()) + app1
+            assertEquals(1, ExifOrientation.readJpeg(jpeg))
+        }
+    }
 }
 
 class Utf8PieceBufferTest {
