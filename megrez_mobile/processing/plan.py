@@ -34,6 +34,8 @@ import numpy as np
 import torch
 
 from ..config import audio_tokens_for_frames, encoder_mel_frames
+from ..errors import CheckpointError
+from ..untrusted import read_json
 from .audio import load_audio, split_clips
 from .image import load_image, to_chw_uint8
 from .processor import MegrezProcessor, Message, _validate
@@ -49,8 +51,12 @@ WORD_JOINER = "\u2060"
 
 def added_token_strings(tokenizer_json: str | Path) -> list[str]:
     """Every "added_tokens" content of a tokenizer.json, in file order (what the C++ tokenizer matches in text)."""
-    raw = json.loads(Path(tokenizer_json).read_text(encoding="utf-8"))
-    return [t["content"] for t in raw.get("added_tokens", []) if t.get("content")]
+    path = Path(tokenizer_json)
+    raw = read_json(path, CheckpointError, "re-download or re-export it")  # from a stranger: checked like the rest
+    tokens = raw.get("added_tokens", []) if isinstance(raw, dict) else None
+    if not isinstance(tokens, list) or not all(isinstance(t, dict) for t in tokens):
+        raise CheckpointError(f"{path}: added_tokens must be a list of objects; re-download or re-export it")
+    return [t["content"] for t in tokens if isinstance(t.get("content"), str) and t["content"]]
 
 
 def neutralize(text: str, added_tokens: Sequence[str]) -> str:
