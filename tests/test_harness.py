@@ -129,8 +129,10 @@ def test_validate_refuses_phone_only_bundles_before_loading_the_reference(bundle
     from megrez_mobile.harness.validate import require_runnable
 
     manifest = json.loads((bundle_8da4w / "manifest.json").read_text())
-    manifest["program"]["backend"] = "vulkan"
+    for method in manifest["program"]["methods"]:  # where each method runs is what decides, not the default
+        if method["name"] == "text_decoder":
+            method["backend"] = "vulkan"
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(BundleError, match="vulkan bundle.*XNNPACK and the portable kernels only"):
+    with pytest.raises(BundleError, match="methods on vulkan.*XNNPACK and the portable kernels only"):
         require_runnable(tmp_path)
     require_runnable(bundle_8da4w)

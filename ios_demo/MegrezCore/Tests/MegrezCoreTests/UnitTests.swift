@@ -29,6 +29,9 @@ final class ExifTransformTest: XCTestCase {
     func testGarbageIsOrientationOne() {
         XCTAssertEqual(1, ExifOrientation.readJpeg([UInt8]()))
         XCTAssertEqual(1, ExifOrientation.readJpeg([0xFF, 0xD8, 0xFF, 0xE1, 0, 50]))
+    }
+
+    func testAnIfdOffsetPastTheBlockIsOrientationOne() {
         // EXIF blocks whose IFD offset points past their end: 1, never a crash (Swift traps on a bad index).
         for offset: [UInt8] in [[0x7F, 0xFF, 0xFF, 0xFF], [0, 0, 0x03, 0xE8]] {
             let tiff: [UInt8] = [0x4D, 0x4D, 0, 42] + offset
