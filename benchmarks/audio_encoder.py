@@ -5,7 +5,12 @@ graph XNNPACK runs. No checkpoint needed (about 6 min of export and 4 GB of RAM)
     python benchmarks/audio_encoder.py
     PYTHONPATH=/path/to/older/checkout python benchmarks/audio_encoder.py   # the same for another code version
 """
-import sys, time, statistics, tempfile, warnings
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
 warnings.filterwarnings("ignore")
 import torch
 from torch.export import Dim
@@ -34,8 +39,9 @@ with torch.no_grad():
     ep = torch.export.export(Wrap(model).eval(), (torch.zeros(1, 128, 200),), dynamic_shapes=({2: 2 * pairs},), strict=False)
 lowered, cov = lower_method(recipe, "audio_encoder", ep)
 prog = to_executorch({"audio_encoder": lowered}, {})
-path = tempfile.mktemp(suffix=".pte")
-with open(path, "wb") as f: prog.write_to_file(f)
+path = Path(tempfile.mkdtemp(prefix="megrez-audio-bench-")) / "audio_encoder.pte"
+with open(path, "wb") as f:
+    prog.write_to_file(f)
 print(f"export {time.time()-t0:.0f} s, coverage {cov}", flush=True)
 del prog, lowered, ep, model
 from megrez_mobile.runtime.session import load_runtime_kernels
