@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any

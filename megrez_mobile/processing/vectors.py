@@ -19,9 +19,7 @@ Everything is a pure function of this SDK's code, so a test regenerates it and c
 
 from __future__ import annotations
 
-import io
 import json
-import math
 import shutil
 import sys
 import tempfile
