@@ -37,6 +37,18 @@ def load_runtime_kernels() -> None:
     import executorch.kernels.quantized  # noqa: F401
 
 
+def bundle_processor(directory: Path, manifest: Manifest) -> MegrezProcessor:
+    """The bundle's front end (its tokenizer and preprocessor config), checked against the manifest's stop ids."""
+    tokenizer_path = manifest.path_of(directory, manifest.tokenizer)
+    processor = MegrezProcessor(MegrezTokenizer.from_file(tokenizer_path),
+                                PreprocessorConfig.from_dict(manifest.front_end["preprocessor_config"]),
+                                default_system_prompt=manifest.front_end.get("default_system_prompt"))
+    if list(processor.stop_ids) != list(manifest.front_end["stop_ids"]):
+        raise BundleError(f"{tokenizer_path} gives stop ids {list(processor.stop_ids)} but the "
+                          f"manifest says {manifest.front_end['stop_ids']}: the tokenizer was replaced")
+    return processor
+
+
 class Bundle:
     """A verified bundle with its program loaded; also a chat session (the KV cache is its state)."""
 
@@ -57,13 +69,7 @@ class Bundle:
         verify_files(directory, manifest, checksums=verify_checksums)
         # The very files just verified are the ones loaded (the names come from the manifest, checked plain).
         program_path = manifest.path_of(directory, manifest.program.file)
-        tokenizer_path = manifest.path_of(directory, manifest.tokenizer)
-        processor = MegrezProcessor(MegrezTokenizer.from_file(tokenizer_path),
-                                    PreprocessorConfig.from_dict(manifest.front_end["preprocessor_config"]),
-                                    default_system_prompt=manifest.front_end.get("default_system_prompt"))
-        if list(processor.stop_ids) != list(manifest.front_end["stop_ids"]):
-            raise BundleError(f"{tokenizer_path} gives stop ids {list(processor.stop_ids)} but the "
-                              f"manifest says {manifest.front_end['stop_ids']}: the tokenizer was replaced")
+        processor = bundle_processor(directory, manifest)
         load_runtime_kernels()
         from executorch.runtime import Runtime
 
