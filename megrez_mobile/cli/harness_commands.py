@@ -90,7 +90,7 @@ def profile(bundle: Path, device_specs, devices_file, ssh_options, reps, warmup,
 
     \b
     Per device, in a fresh process on that device: load time; prefill tok/s at 128 and 512 tokens;
-    decode tok/s over 128 tokens; time to first token for a text prompt, the sample image (448
+    decode tok/s over 128 tokens (from position 0, and after 128- and 2,048-token contexts); time to first token for a text prompt, the sample image (448
     image tokens) + text, and 30 s of audio + text; vision ms per slice; audio-encoder ms per second
     of audio; peak RSS; then the top operators by time from an ETDump (delegated or not).
     Every timing: warm-up, then --reps repetitions, reported as median [min-max].

@@ -18,6 +18,7 @@ def agent_args(options: ProfileOptions) -> list[str]:
     """The agent's command line for `options` (what the devices pass on; the inverse of `parse_options`)."""
     args = ["--reps", str(options.reps), "--warmup", str(options.warmup),
             "--prefill", ",".join(map(str, options.prefill_lengths)), "--decode", str(options.decode_tokens),
+            "--decode-contexts", ",".join(map(str, options.decode_contexts)),
             "--audio-seconds", f"{options.audio_seconds:g}", "--top-ops", str(options.top_ops)]
     if options.threads:
         args += ["--threads", str(options.threads)]
@@ -37,20 +38,26 @@ def parse_options(argv: list[str]) -> tuple[argparse.Namespace, ProfileOptions]:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--prefill", default=",".join(map(str, defaults.prefill_lengths)))
     parser.add_argument("--decode", type=int, default=defaults.decode_tokens)
+    parser.add_argument("--decode-contexts", default=None, help="comma-separated context lengths (default 128,2048)")
     parser.add_argument("--audio-seconds", type=float, default=defaults.audio_seconds)
     parser.add_argument("--top-ops", type=int, default=defaults.top_ops)
     parser.add_argument("--no-per-op", action="store_true")
     parser.add_argument("--quick", action="store_true", help="small sizes (tests, a first look)")
     ns = parser.parse_args(argv)
     counts = {k: v for k, v in (("reps", ns.reps), ("warmup", ns.warmup)) if v is not None}
+    if ns.decode_contexts is not None:
+        counts["decode_contexts"] = _lengths(ns.decode_contexts)
     if ns.quick:
         options = ProfileOptions.quick(threads=ns.threads, per_op=not ns.no_per_op, **counts)
     else:
-        options = ProfileOptions(**counts, threads=ns.threads,
-                                 prefill_lengths=tuple(int(x) for x in ns.prefill.split(",") if x),
+        options = ProfileOptions(**counts, threads=ns.threads, prefill_lengths=_lengths(ns.prefill),
                                  decode_tokens=ns.decode, audio_seconds=ns.audio_seconds, per_op=not ns.no_per_op,
                                  top_ops=ns.top_ops)
     return ns, options
+
+
+def _lengths(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,8 @@ RSS are those of a fresh process holding one bundle. Every timing is repeated af
 as median with min/max (the spread); `--compare` calls a change a regression only when it exceeds the spread.
 
 - prefill tok/s at 128 and 512 tokens: token_embedding + one text_decoder call over the run, from position 0;
-- decode tok/s over 128 tokens: one token at a time (embedding, decoder, argmax), as the runner generates;
+- decode tok/s over 128 tokens: one token at a time (embedding, decoder, argmax), as the runner generates, from
+  position 0 and again after a prefilled context of 128 and of 2,048 tokens;
 - time to first token for three prompts, preprocessing included (image slicing, log-mel): text only, the
   sample image (448 image tokens) + text, 30 s of audio + text;
 - vision milliseconds per slice, audio-encoder milliseconds per second of audio;
@@ -40,6 +41,8 @@ class ProfileOptions:
     threads: int | None = None         # None: ExecuTorch's default (one per performance core)
     prefill_lengths: tuple[int, ...] = (128, 512)
     decode_tokens: int = 128
+    # Decode measured again after a prefilled context of each length (attention reads grow with the context).
+    decode_contexts: tuple[int, ...] = (128, 2048)
     audio_seconds: float = 30.0
     per_op: bool = True
     top_ops: int = 15
@@ -47,8 +50,8 @@ class ProfileOptions:
     @classmethod
     def quick(cls, **overrides: Any) -> "ProfileOptions":
         """Small sizes for tests and a first look: the same measurements, seconds instead of minutes."""
-        return cls(**{"reps": 2, "warmup": 1, "prefill_lengths": (16, 64), "decode_tokens": 16, "audio_seconds": 5.0,
-                      **overrides})
+        return cls(**{"reps": 2, "warmup": 1, "prefill_lengths": (16, 64), "decode_tokens": 16, "decode_contexts": (),
+                      "audio_seconds": 5.0, **overrides})
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,23 @@ def profile_bundle(bundle_dir: str | Path, options: ProfileOptions = ProfileOpti
         return options.decode_tokens / (time.perf_counter() - start)
 
     metrics[f"decode_tok_s@{options.decode_tokens}"] = Stat("tok/s", "higher", tuple(repeat(decode, options)))
+
+    for context in options.decode_contexts:
+        if context + options.decode_tokens > bundle.max_context:
+            log(f"skipping decode at a {context}-token context: it does not fit the bundle's {bundle.max_context}")
+            continue
+        log(f"decode {options.decode_tokens} tokens after a {context}-token context x {options.reps}")
+        ids = torch.randint(0, vocab, (context,), generator=generator).tolist()
+        for i in range(0, context, bundle.max_seq_len):  # the context is filled once; each rep decodes after it
+            bundle.decode(bundle.embed_tokens(ids[i:i + bundle.max_seq_len]), i)
+
+        def decode_after(context=context) -> float:
+            token, start = ids[-1], time.perf_counter()
+            for pos in range(context, context + options.decode_tokens):
+                token = int(bundle.decode(bundle.embed_tokens([token]), pos).argmax())
+            return options.decode_tokens / (time.perf_counter() - start)
+
+        metrics[f"decode_tok_s@ctx{context}"] = Stat("tok/s", "higher", tuple(repeat(decode_after, options)))
 
     # Time to first token, preprocessing included, from an empty cache.
     wave = load_audio(audio_path, processor.config.audio)
