@@ -142,6 +142,11 @@ def test_measure_counts_and_chunking(tiny_pte):
     assert r["pte_metadata"]["get_max_seq_len"] == 1024
     assert r["rss"]["vmhwm_kib"] >= r["rss"]["after_imports_kib"] > r["rss"]["start_kib"] > 0
     assert r["peak_rss_bytes"] >= r["rss"]["vmhwm_kib"] * 1024
+    # the names benchmarks/same_run.py merges
+    m = r["metrics"]
+    assert m["decode_tok_s@ctx1100"]["samples"] == r["decode"]["1100"]["tok_s"]["samples"]
+    assert m["decode_tok_s@ctx1100"]["unit"] == "tok/s" and m["decode_wall_s@ctx32"]["n"] == reps
+    assert m["prefill_tok_s@1024"]["n"] == reps
 
 
 @needs_export

@@ -613,6 +613,18 @@ def measure(pte: str | os.PathLike, tokenizer: str | os.PathLike | None = None, 
             if chunked:
                 entry["context_fill_s"] = _summary([r["fill_s"] for r in timed])
             result["decode"][name] = entry
+    # the same figures under the names benchmarks/same_run.py merges across runtimes
+    metrics: dict = {}
+    for n, e in result["prefill"].items():
+        if "tok_s" in e:
+            metrics[f"prefill_tok_s@{n}"] = {**e["tok_s"], "unit": "tok/s"}
+        metrics[f"prefill_wall_s@{n}"] = {**e["wall_s"], "unit": "s"}
+    for c, e in result["decode"].items():
+        if "tok_s" in e:
+            metrics[f"decode_tok_s@ctx{c}"] = {**e["tok_s"], "unit": "tok/s"}
+        metrics[f"decode_wall_s@ctx{c}"] = {**e["wall_s"], "unit": "s"}
+    result["metrics"] = metrics
+    result["peak_rss_mib"] = result["peak_rss_bytes"] / (1 << 20)
     return result
 
 
