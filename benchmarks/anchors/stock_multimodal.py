@@ -139,7 +139,8 @@ def measure(bundle_dir: str | Path, threads: int = 2, prefill_lengths: tuple[int
                "--audio-seconds", f"{audio_seconds:g}", "--reps", str(reps), "--warmup", str(warmup)]
         # The runner prints every piece and its stats on stdout: discard them, keep stderr for errors.
         done, check = checked(lambda: subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                                     text=True, timeout=timeout_s, cwd=_repo_root()))
+                                                     text=True, errors="replace", timeout=timeout_s,
+                                                     cwd=_repo_root()))
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-4000:]}")
         return {**json.loads(out.read_text()), "cotenant": check}

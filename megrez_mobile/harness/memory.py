@@ -212,7 +212,8 @@ def measure_memory(bundle_dir: str | Path, runner: str, audio_seconds: float = 3
         # The result goes to a file: the stock runner prints every generated piece on stdout.
         cmd = [sys.executable, "-m", "megrez_mobile.harness.memory", str(bundle_dir), "--runner", runner,
                "--audio-seconds", f"{audio_seconds:g}", "--max-new-tokens", str(max_new_tokens), "--json", str(out)]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace",
+                              timeout=timeout_s)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-4000:]}")
         return json.loads(out.read_text(encoding="utf-8"))
