@@ -5,8 +5,9 @@
 - GEMM ceilings: one large linear through the very XNNPACK path our programs take (the recipe's quantizer and
   partitioners), as dynamically quantized 8-bit activations x 8-bit per-channel weights (the encoders and lm_head),
   x 4-bit group-32 weights (the decoder), and in fp32 -> the ceilings for prefill and for the encoders;
-- the co-tenant check: ticks the kernel gave to niced processes and to other guests (steal) during a measurement,
-  from /proc/stat. On 2 vCPUs a co-tenant halves every 2-thread figure, so each measurement carries its check.
+- the co-tenant check: CPU time other processes got during a measurement (niced and stolen ticks from /proc/stat,
+  and busy time not spent by the measured process and its children). On 2 vCPUs a co-tenant halves every
+  2-thread figure, so each measurement carries its check.
 
     python -m benchmarks.anchors.machine --threads 2 --json machine.json
 """
@@ -104,20 +105,32 @@ class CpuTicks:
         return cls(user, nice, system, idle, steal)
 
 
-def cotenant_check(before: CpuTicks, after: CpuTicks) -> dict[str, Any]:
-    """Niced and stolen ticks during a measurement: anything but 0 means a co-tenant took CPU from it."""
+def _own_cpu_s() -> float:
+    """CPU seconds of this process and of the children it has waited for (subprocess.run waits)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def cotenant_check(before: CpuTicks, after: CpuTicks, own_cpu_s: float = 0.0) -> dict[str, Any]:
+    """CPU other processes used during a measurement: niced and stolen ticks (a co-tenant's guest or niced jobs,
+    hidden from ps) and busy time not accounted for by the measured process and its children."""
+    hz = os.sysconf("SC_CLK_TCK")
     busy = (after.user - before.user) + (after.system - before.system)
     nice, steal = after.nice - before.nice, after.steal - before.steal
     total = busy + nice + steal + (after.idle - before.idle)
+    others_s = max(0.0, (busy + nice) / hz - own_cpu_s)
+    wall_cpu_s = total / hz  # CPU seconds the machine had (all CPUs) during the measurement
     return {"nice_ticks": nice, "steal_ticks": steal, "busy_ticks": busy, "total_ticks": total,
-            "quiet": nice == 0 and steal <= max(1, total // 100)}
+            "others_cpu_s": round(others_s, 2), "machine_cpu_s": round(wall_cpu_s, 2),
+            # 2 % of the machine's CPU time is the noise of an idle system (kernel threads, this script).
+            "quiet": steal <= max(1, total // 100) and others_s <= 0.02 * wall_cpu_s}
 
 
 def checked(fn: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
     """Run `fn`, returning its result with the co-tenant check of its duration."""
-    before = CpuTicks.now()
+    before, own = CpuTicks.now(), _own_cpu_s()
     result = fn()
-    return result, cotenant_check(before, CpuTicks.now())
+    return result, cotenant_check(before, CpuTicks.now(), _own_cpu_s() - own)
 
 
 def summary(samples: list[float], unit: str) -> dict[str, Any]:
