@@ -17,7 +17,7 @@ from typing import Any
 
 from .config import PreprocessorConfig
 from .errors import BundleError, MegrezError
-from .export.recipe import Recipe
+from .export.recipe import KV_CACHE_DTYPES, Recipe
 from .untrusted import bounded, member, plain_name, read_json, typed_fields
 
 SCHEMA_VERSION = 1
@@ -90,6 +90,9 @@ class Context:
 
     max_context: int = bounded(2, MAX_CONTEXT)
     max_seq_len: int = bounded(1, MAX_CONTEXT)
+    # The element type of the program's KV cache (KV_CACHE_DTYPES); manifests from before it was recorded held
+    # only float32 caches.
+    kv_cache_dtype: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ class Manifest:
     program: ProgramEntry
     tokenizer: FileEntry
     front_end: dict[str, Any]        # special-token ids, chat template, image/audio parameters, stop ids
-    context: dict[str, int]          # max_context, max_seq_len
+    context: dict[str, int | str]    # max_context, max_seq_len, kv_cache_dtype (absent in older manifests: fp32)
     versions: dict[str, str]
     schema_version: int = SCHEMA_VERSION
 
@@ -143,10 +146,13 @@ class Manifest:
         return manifest
 
     def _check(self, source: str) -> None:
-        context = Context(**_typed(Context, self.context, f"{source}: context"))
+        context = self.typed_context(source)
         if context.max_seq_len > context.max_context:
             raise BundleError(f"{source}: context.max_seq_len ({context.max_seq_len}) exceeds context.max_context "
                               f"({context.max_context}). {_FIX}")
+        if context.kv_cache_dtype not in KV_CACHE_DTYPES:
+            raise BundleError(f"{source}: context.kv_cache_dtype is {context.kv_cache_dtype!r}; this SDK knows "
+                              f"{', '.join(KV_CACHE_DTYPES)}. {_FIX}")
         for name, key in (("get_max_context_len", "max_context"), ("get_max_seq_len", "max_seq_len")):
             if self.program.constants.get(name) != self.context[key]:
                 raise BundleError(f"{source}: program.constants.{name} ({self.program.constants.get(name)!r}) "
@@ -159,13 +165,24 @@ class Manifest:
         except MegrezError as e:
             raise BundleError(f"{e}. {_FIX}") from None
         try:  # the recipe as exported: `validate` and `inspect` read it
-            Recipe.from_dict(self.recipe, f"{source}: recipe")
+            recipe = Recipe.from_dict(self.recipe, f"{source}: recipe")
         except MegrezError as e:
             raise BundleError(f"{e}. {_FIX}") from None
+        if recipe.options.kv_cache_dtype != context.kv_cache_dtype:
+            raise BundleError(f"{source}: context.kv_cache_dtype ({context.kv_cache_dtype}) disagrees with "
+                              f"recipe.options.kv_cache_dtype ({recipe.options.kv_cache_dtype}). {_FIX}")
         if names := {e.file for e in self.all_files()} & {MANIFEST_FILE}:
             raise BundleError(f"{source}: a file entry names {names.pop()}, the manifest itself. {_FIX}")
         if self.program.file.file == self.tokenizer.file:
             raise BundleError(f"{source}: program.file and tokenizer name the same file. {_FIX}")
+
+    def typed_context(self, source: str = MANIFEST_FILE) -> Context:
+        """The manifest's `context`, typed and with its defaults (an older manifest's KV cache is fp32)."""
+        return Context(**_typed(Context, self.context, f"{source}: context"))
+
+    @property
+    def kv_cache_dtype(self) -> str:
+        return self.typed_context().kv_cache_dtype
 
     def all_files(self) -> tuple[FileEntry, ...]:
         return (self.program.file, self.tokenizer)

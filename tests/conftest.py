@@ -53,6 +53,13 @@ def bundle_fp32(tiny_checkpoint, tmp_path_factory) -> Path:
     return _export(tiny_checkpoint, tmp_path_factory, "xnnpack-fp32")
 
 
+@pytest.fixture(scope="session")
+def bundle_kv8(tiny_checkpoint, tmp_path_factory) -> Path:
+    """xnnpack-8da4w with an int8 KV cache (xnnpack-8da4w-kv8): the same weights as bundle_8da4w, only the cache
+    differs (shared: never modify it in a test)."""
+    return _export(tiny_checkpoint, tmp_path_factory, "xnnpack-8da4w-kv8")
+
+
 # A checkpoint whose dims the recipes' group size (32) does not divide: the decoder MLP is 688 wide (down_proj's
 # input) and the vision MLP 152 (fc2's input; like SigLIP's 4304, a multiple of 8 but not of 32).
 ODD_DIMS = dict(intermediate_size=688, vision_intermediate_size=152)

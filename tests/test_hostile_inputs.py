@@ -180,7 +180,7 @@ def test_verification_and_loading_use_the_same_files(bundle_copy, tmp_path, watc
 
 
 BAD_MANIFEST_VALUES = {
-    "max_context as a string": (["context", "max_context"], "4096", "context\\['max_context'\\] must be an integer"),
+    "max_context as a string": (["context", "max_context"], "4096", "context: max_context must be an integer"),
     "negative file size": (["program", "file", "bytes"], -1, "program.file: bytes is -1"),
     "sha256 not hex": (["tokenizer", "sha256"], "zz" * 32, "tokenizer: sha256 must be 64"),
     "methods not a list": (["program", "methods"], {"a": 1}, "program.methods must be a non-empty list"),

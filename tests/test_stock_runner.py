@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 DRIVER = Path(__file__).parent / "helpers" / "stock_runner.py"
@@ -61,10 +62,14 @@ def run_stock_runner(bundle_dir: Path, turns: list, tmp_path: Path, max_new_toke
                                              for h in out["output_hex"]]}
 
 
-def test_stock_runner_matches_bundle_chat_over_two_turns(bundle_8da4w, shared_data, tmp_path):
+# bundle_kv8: the same program with an int8 KV cache; its quantize / update_cache / quantized-SDPA kernels must be in
+# the stock runner too, and the cache must carry the first turn into the second there as well.
+@pytest.mark.parametrize("bundle_fixture", ["bundle_8da4w", "bundle_kv8"])
+def test_stock_runner_matches_bundle_chat_over_two_turns(request, bundle_fixture, shared_data, tmp_path):
     from megrez_mobile import Bundle
 
-    bundle = Bundle.load(bundle_8da4w)
+    bundle_dir = request.getfixturevalue(bundle_fixture)
+    bundle = Bundle.load(bundle_dir)
     tok = bundle.processor.tokenizer
     turn1 = [{"role": "user", "content": {"text": "Describe the image, then transcribe the audio.",
                                           "image": str(shared_data / "sample_image.jpg"),
@@ -80,7 +85,7 @@ def test_stock_runner_matches_bundle_chat_over_two_turns(bundle_8da4w, shared_da
     continuation = inputs2.input_ids[0].tolist()[cached:]
     second = bundle.generate(turn2, max_new_tokens=12)
 
-    got = run_stock_runner(bundle_8da4w, [_runner_inputs(bundle, inputs1), [("tokens", continuation)]], tmp_path,
+    got = run_stock_runner(bundle_dir, [_runner_inputs(bundle, inputs1), [("tokens", continuation)]], tmp_path,
                            max_new_tokens=12)
     for stats, printed, inputs, result in zip(got["stats"], got["bytes"], (inputs1, inputs2), (first, second)):
         # The runner emits (and prints) the stop token; Bundle's result leaves it out of the answer.

@@ -208,6 +208,7 @@ def _backend_config():
         do_quant_fusion_and_const_prop=True,
         # Inputs come from the caller's buffers (from_blob), so they take no planned memory. The KV cache gets its
         # own memory id: left in the activation arena, running vision_encoder or audio_preprocessor between
-        # decoder calls overwrote it (seen in both executorch.runtime and the stock MultimodalRunner).
+        # decoder calls overwrote it (seen in both executorch.runtime and the stock MultimodalRunner). Every
+        # mutable buffer goes there, so an int8 cache's scales and zero points do too (tests/test_kv_cache.py).
         memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False, share_mutable_buffers=True),
         emit_mutable_buffer_names=True)

@@ -54,7 +54,7 @@ def export_bundle(checkpoint_dir: str | Path, recipe: Recipe | str, out_dir: str
 
     config, index, processor, model, expected = _prepare(checkpoint_dir, recipe)
     say(f"recipe {recipe.name}: backend {recipe.backend}, context {recipe.options.max_context}, "
-        f"max segment {recipe.options.max_seq_len} tokens")
+        f"max segment {recipe.options.max_seq_len} tokens, {recipe.options.kv_cache_dtype} KV cache")
 
     lowered, entries = {}, []
     specs = method_specs(model, recipe.options, processor.config)
@@ -90,7 +90,8 @@ def export_bundle(checkpoint_dir: str | Path, recipe: Recipe | str, out_dir: str
             program=ProgramEntry(FileEntry.of(tmp, PROGRAM_FILE), recipe.backend, tuple(entries), constants),
             tokenizer=FileEntry.of(tmp, TOKENIZER_FILE),
             front_end=front_end_description(processor),
-            context={"max_context": recipe.options.max_context, "max_seq_len": recipe.options.max_seq_len},
+            context={"max_context": recipe.options.max_context, "max_seq_len": recipe.options.max_seq_len,
+                     "kv_cache_dtype": recipe.options.kv_cache_dtype},
             versions=_versions())
         (tmp / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
     return ExportResult(out_dir, read_manifest(out_dir), time.perf_counter() - start)

@@ -20,12 +20,15 @@ from ..model.decoder import MegrezLLM, apply_rope, rope_cos_sin
 from ..model.omni import MegrezOmni
 from ..model.vision import PackedMultiheadAttention
 from ..processing.audio import LogMelSpectrogram
-from .recipe import ExportOptions
+from .recipe import KV_CACHE_DTYPES, ExportOptions
 
 
 def load_custom_ops() -> None:
-    """Register `llama::custom_sdpa` / `llama::update_cache` with torch (and their ExecuTorch kernels)."""
+    """Register `llama::custom_sdpa` / `llama::update_cache` / `llama::custom_quantized_sdpa` and the
+    `quantized_decomposed` ops with torch (and their ExecuTorch kernels)."""
     import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+    # The quantized_decomposed ops' out variants (int8 KV cache): to_executorch refuses an op without one.
+    import executorch.kernels.quantized  # noqa: F401
 
 
 class TokenEmbedding(nn.Module):
@@ -46,18 +49,33 @@ class TextDecoder(nn.Module):
     in-graph. The KV cache is [1, max_context, kv_heads, head_dim] per layer (the layout `update_cache` writes),
     and `custom_sdpa(is_causal=True)` attends to cache slots [0, pos + i] only, so stale slots past the current
     position (a rewound conversation, or the undefined initial content of a mutable buffer) are never read.
+
+    `kv_cache_dtype="int8"` keeps the cache as int8 rows with one float32 scale and one int8 zero point per
+    (position, kv head) row: each new k/v row is quantized per token, asymmetrically, as it is written, and
+    attention is `llama::custom_quantized_sdpa` on the int8 cache with q quantized the same way. A row of
+    head_dim values costs head_dim + 5 bytes instead of 4 * head_dim.
     """
 
-    def __init__(self, llm: MegrezLLM, max_context: int):
+    def __init__(self, llm: MegrezLLM, max_context: int, kv_cache_dtype: str = "fp32"):
         super().__init__()
         load_custom_ops()
+        if kv_cache_dtype not in KV_CACHE_DTYPES:
+            raise ValueError(f"kv_cache_dtype {kv_cache_dtype!r}: use one of {', '.join(KV_CACHE_DTYPES)}")
         self.llm = llm
         cfg = llm.config
         self.max_context = max_context
+        self.quantized = kv_cache_dtype == "int8"
         shape = (1, max_context, cfg.num_key_value_heads, cfg.head_dim)
+        row_shape = (1, max_context, cfg.num_key_value_heads, 1)
         for i in range(cfg.num_hidden_layers):
-            self.register_buffer(f"k_cache_{i}", torch.zeros(shape), persistent=False)
-            self.register_buffer(f"v_cache_{i}", torch.zeros(shape), persistent=False)
+            for kv in ("k", "v"):
+                if not self.quantized:
+                    self.register_buffer(f"{kv}_cache_{i}", torch.zeros(shape), persistent=False)
+                    continue
+                self.register_buffer(f"{kv}_cache_{i}", torch.zeros(shape, dtype=torch.int8), persistent=False)
+                self.register_buffer(f"{kv}_cache_scales_{i}", torch.ones(row_shape), persistent=False)
+                self.register_buffer(f"{kv}_cache_zero_points_{i}", torch.zeros(row_shape, dtype=torch.int8),
+                                     persistent=False)
 
     def forward(self, embeds: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         cfg = self.llm.config
@@ -74,14 +92,39 @@ class TextDecoder(nn.Module):
             q = apply_rope(attn.q_proj(h).view(1, t, attn.num_heads, attn.head_dim), cos, sin)
             k = apply_rope(attn.k_proj(h).view(1, t, attn.num_kv_heads, attn.head_dim), cos, sin)
             v = attn.v_proj(h).view(1, t, attn.num_kv_heads, attn.head_dim)
-            k_cache, v_cache = getattr(self, f"k_cache_{i}"), getattr(self, f"v_cache_{i}")
-            torch.ops.llama.update_cache(k, k_cache, start)
-            torch.ops.llama.update_cache(v, v_cache, start)
-            y = torch.ops.llama.custom_sdpa(q, k_cache, v_cache, start, None, 0, True)
+            y = (self._attend_int8 if self.quantized else self._attend_fp32)(i, q, k, v, start)
             x = x + attn.o_proj(y.reshape(1, t, attn.num_heads * attn.head_dim))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         # RMSNorm is per position: normalising only the last one gives the same logits for 1/T of the work.
         return self.llm.lm_head(self.llm.model.norm(x[:, -1, :]))
+
+    def _attend_fp32(self, i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start) -> torch.Tensor:
+        k_cache, v_cache = getattr(self, f"k_cache_{i}"), getattr(self, f"v_cache_{i}")
+        torch.ops.llama.update_cache(k, k_cache, start)
+        torch.ops.llama.update_cache(v, v_cache, start)
+        return torch.ops.llama.custom_sdpa(q, k_cache, v_cache, start, None, 0, True)
+
+    def _attend_int8(self, i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start) -> torch.Tensor:
+        cache = {}
+        for kv, rows in (("k", k), ("v", v)):
+            for new, part in zip(quantize_rows(rows), ("", "_scales", "_zero_points")):
+                cache[kv + part] = getattr(self, f"{kv}_cache{part}_{i}")
+                torch.ops.llama.update_cache(new, cache[kv + part], start)
+        q_int8, q_scales, q_zero_points = quantize_rows(q)
+        # The kernel reads the int8 cache itself (slots [0, start + i] for query i, as custom_sdpa does) and returns
+        # float32 [1, T, heads, head_dim].
+        return torch.ops.llama.custom_quantized_sdpa(
+            q_int8, cache["k"], cache["v"], start, None, 0.0, True, None, q_zero_points, q_scales,
+            cache["k_zero_points"], cache["k_scales"], cache["v_zero_points"], cache["v_scales"])
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token asymmetric int8 over the last dim: x [..., head_dim] -> (int8 x, float32 scales [..., 1],
+    int8 zero points [..., 1]), with ExecuTorch's quantized_decomposed ops (kernels in its quantized library)."""
+    scales, zero_points = torch.ops.quantized_decomposed.choose_qparams_per_token_asymmetric(x, torch.int8)
+    quantized = torch.ops.quantized_decomposed.quantize_per_token(x, scales, zero_points, -128, 127, torch.int8)
+    # The op computes in float64/int64; the cache and the attention kernel keep float32 scales, int8 zero points.
+    return quantized, scales.to(torch.float32), zero_points.to(torch.int8)
 
 
 class SplitInProjection(PackedMultiheadAttention):
@@ -165,7 +208,7 @@ def method_specs(model: MegrezOmni, options: ExportOptions,
                    ({2: patch * rows, 3: patch * cols},), ("vision.",), size_oblivious=True),
         MethodSpec("audio_encoder", lambda: AudioEncoder(model), (torch.zeros(1, cfg.audio.n_mels, 200),),
                    ({2: 2 * mel_pairs},), ("audio.",)),
-        MethodSpec("text_decoder", lambda: TextDecoder(model.llm, options.max_context),
+        MethodSpec("text_decoder", lambda: TextDecoder(model.llm, options.max_context, options.kv_cache_dtype),
                    (torch.zeros(1, 4, d), torch.zeros(1, dtype=torch.long)),
                    ({1: seq}, None), ("llm.model.layers.", "llm.model.norm.", "llm.lm_head.")),
     ]

@@ -32,6 +32,18 @@ METHOD_OF_PREFIX = {"llm": "text_decoder", "vision": "vision_encoder", "audio": 
 # scheme -> (weight bits, dynamic int8 activations?). "none" keeps the float weights.
 SCHEMES = {"none": (None, False), "8da4w": (4, True), "8da8w": (8, True), "4w": (4, False), "8w": (8, False)}
 METHODS = ("token_embedding", "text_decoder", "vision_encoder", "audio_encoder", "audio_preprocessor")
+# What the decoder's KV cache holds: float32 rows, or int8 rows with a float32 scale and an int8 zero point each
+# (ExecuTorch's per-token quantized cache and `llama::custom_quantized_sdpa`; about 0.27x the bytes at head_dim 64).
+KV_CACHE_DTYPES = ("fp32", "int8")
+# Decoder backends an int8 KV cache is exported for: there every KV op (per-token quantize, update_cache, quantized
+# SDPA) runs on ExecuTorch's CPU kernels (the tests run it next to XNNPACK). The others fail to lower it (seen here):
+KV_CACHE_BACKENDS = ("xnnpack", "portable")
+KV_CACHE_REFUSALS = {
+    "vulkan": "Vulkan's lowering fails on the per-token quantize ops feeding custom_quantized_sdpa (\"Tried to erase "
+              "Node ... but it still had 1 users\")",
+    "coreml": "Core ML's partitioner takes the per-token quantize op and coremltools refuses it (\"Dynamic "
+              "activation quantization is not supported in Core ML\")",
+}
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,8 @@ class ExportOptions:
     # Upper bound of text_decoder's (and token_embedding's) dynamic length = `get_max_seq_len`. The stock
     # MultimodalRunner never chunks a segment, so it must hold the longest one: a 30 s audio clip is 752 tokens.
     max_seq_len: int = bounded(1, 1 << 20, default=1024)
+    # The KV cache's element type (KV_CACHE_DTYPES). int8 quantizes each new k/v row per token as it is written.
+    kv_cache_dtype: str = "fp32"
     # Core ML only: the precision Core ML computes in ("fp16" or "fp32").
     compute_precision: str = "fp32"
     # Core ML only: deployment target (4-bit and per-group weights need iOS 18).
@@ -216,6 +230,11 @@ class Recipe:
                 requested = self.requested_backend(method)
                 fallback = "" if backend == requested else f" (its method falls back from {requested})"
                 problems.append(f"{name}: {q.scheme} on {backend}{fallback}: {reason}")
+        decoder_backend = self.method_backend("text_decoder")
+        if self.options.kv_cache_dtype != "fp32" and decoder_backend not in KV_CACHE_BACKENDS:
+            problems.append(f"options: kv_cache_dtype {self.options.kv_cache_dtype} with text_decoder on "
+                            f"{decoder_backend}: {KV_CACHE_REFUSALS[decoder_backend]}; use kv_cache_dtype fp32 "
+                            f"there, or the decoder on {' or '.join(KV_CACHE_BACKENDS)}")
         if problems:
             shown = problems[:12] + ([f"... and {len(problems) - 12} more"] if len(problems) > 12 else [])
             raise RecipeError(f"recipe {self.name} ({self.source}) cannot be exported:\n  " + "\n  ".join(shown))
@@ -282,6 +301,9 @@ def _check_options(o: ExportOptions, source: str) -> ExportOptions:
         raise RecipeError(f"{source}: need 2 <= max_seq_len ({o.max_seq_len}) <= max_context ({o.max_context})")
     if o.compute_precision not in ("fp16", "fp32"):
         raise RecipeError(f"{source}: compute_precision must be fp16 or fp32")
+    if o.kv_cache_dtype not in KV_CACHE_DTYPES:
+        raise RecipeError(f"{source}: options: kv_cache_dtype is {o.kv_cache_dtype!r}; use one of "
+                          f"{', '.join(KV_CACHE_DTYPES)}")
     return o
 
 

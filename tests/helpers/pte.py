@@ -11,3 +11,30 @@ def method_operators(pte: Path) -> dict[str, set[str]]:
     program = deserialize_pte_binary(Path(pte).read_bytes())
     program = getattr(program, "program", program)  # newer versions wrap it with the named data
     return {plan.name: {op.name for op in plan.operators} for plan in program.execution_plan}
+
+
+# The .pte's ScalarType codes (executorch/exir/scalar_type.py) of the dtypes a KV cache uses, with their sizes.
+_DTYPES = {1: ("int8", 1), 6: ("float32", 4), 7: ("float64", 8), 4: ("int64", 8), 0: ("uint8", 1)}
+
+
+def mutable_buffers(pte: Path, method: str) -> dict[str, dict]:
+    """The named mutable buffers of `method` (their names are emitted with emit_mutable_buffer_names): dtype, sizes,
+    the memory id they are planned in, and their bytes."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    program = deserialize_pte_binary(Path(pte).read_bytes())
+    program = getattr(program, "program", program)
+    plan = next(p for p in program.execution_plan if p.name == method)
+    found = {}
+    for value in plan.values:
+        tensor = value.val
+        info = getattr(tensor, "extra_tensor_info", None)
+        if info is None or not getattr(info, "fully_qualified_name", None):
+            continue
+        dtype, size = _DTYPES[int(tensor.scalar_type)]
+        numel = 1
+        for d in tensor.sizes:
+            numel *= d
+        found[info.fully_qualified_name] = {"dtype": dtype, "sizes": list(tensor.sizes), "bytes": numel * size,
+                                            "mem_id": tensor.allocation_info.memory_id}
+    return found
