@@ -59,7 +59,7 @@ def timed_command(cmd: list[str], log_path: Path) -> dict[str, Any]:
         raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}); see {log_path}:\n{text[-3000:]}")
 
     def field(name: str) -> str:
-        m = re.search(rf"{re.escape(name)}: (.+)", text)
+        m = re.search(rf"{re.escape(name)}[^:\n]*: (.+)", text)
         return m.group(1).strip() if m else ""
 
     wall = field("Elapsed (wall clock) time (h:mm:ss or m:ss)")

@@ -42,3 +42,13 @@ def test_chat_peak_rss_within_budget(bundle_8da4w, runner):
     # ...and within the budget.
     assert result["within_budget"], json.dumps(result, indent=1)
     assert result["bundle_peak_mib"] <= result["budget_mib"]
+
+
+def test_only_the_decoder_plans_the_kv_cache(bundle_8da4w):
+    """The stock runner gives every method its own arenas: an encoder declaring the KV cache's arena would cost a
+    second (third, ...) zero-filled KV cache of resident memory on the phone."""
+    from megrez_mobile.harness.memory import planned_memory
+
+    planned = planned_memory(bundle_8da4w / "model.pte")
+    with_kv = {name for name, sizes in planned.items() if len(sizes) > 2}
+    assert with_kv == {"text_decoder"}, planned

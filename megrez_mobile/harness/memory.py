@@ -34,9 +34,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..config import AudioProcessingConfig
 
+from ..export.lowering import KV_MEM_ID
+
 MIB = 1 << 20
 ALLOWANCE_BYTES = 400 * MIB
-KV_MEM_ID = 2
 
 
 @dataclass(frozen=True)
