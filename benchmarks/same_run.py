@@ -149,41 +149,56 @@ def run_rounds(bundle: Path, stock_pte: Path, gguf: Path | None, threads: int, r
     per_runtime: dict[str, list[dict[str, Any]]] = {r: [] for r in RUNTIMES}
     checks: dict[str, list[dict[str, Any]]] = {r: [] for r in RUNTIMES}
     extras: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+
+    def attempt(runtime: str, fn) -> dict[str, Any] | None:
+        """One runtime's measurement; a failure is recorded and that runtime dropped from later rounds."""
+        if runtime in skip or runtime in errors:
+            return None
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - reported in results.json and the table, the run goes on
+            errors[runtime] = f"{type(e).__name__}: {e}"[-4000:]
+            log(f"  {runtime} failed: {errors[runtime][:300]}")
+            return None
+
     for i in range(rounds):
         log(f"round {i + 1}/{rounds}")
-        if "ours" not in skip:
-            log("  ours: megrez-mobile profile agent")
-            result = profile_ours(bundle, threads, per_op=i == 0, out=out / f"profile-round{i + 1}.json")
+        log("  ours: megrez-mobile profile agent")
+        result = attempt("ours", lambda: profile_ours(bundle, threads, per_op=i == 0,
+                                                      out=out / f"profile-round{i + 1}.json"))
+        if result:
             per_runtime["ours"].append(result["metrics"])
             checks["ours"].append(result["cotenant"])
-            if i == 0:
-                extras["ours_profile"] = result
-        if "executorch_stock" not in skip:
-            log("  ExecuTorch stock export: TextLLMRunner")
-            result, check = checked(lambda: executorch_stock.measure(
-                stock_pte, threads=threads, prefill_lengths=PREFILL, decode_tokens=DECODE_TOKENS,
-                decode_contexts=CONTEXTS, reps=1, warmup=1))
-            per_runtime["executorch_stock"].append(result["metrics"])
-            checks["executorch_stock"].append(check)
-            extras.setdefault("executorch_stock_run", result)
-        if "llama_cpp" not in skip and gguf is not None:
-            log("  llama.cpp Q4_0")
-            result, check = checked(lambda: llama_cpp.measure(
-                gguf, threads=threads, prefill_lengths=PREFILL, decode_tokens=DECODE_TOKENS,
-                decode_contexts=CONTEXTS, reps=1, warmup=1))
-            per_runtime["llama_cpp"].append(result["metrics"])
-            checks["llama_cpp"].append(check)
-            extras.setdefault("llama_cpp_run", result)
-        if "stock_multimodal" not in skip:
-            log("  our bundle through the stock MultimodalRunner")
-            result = stock_multimodal.measure(bundle, threads=threads, prefill_lengths=PREFILL,
-                                              decode_tokens=DECODE_TOKENS, decode_contexts=CONTEXTS, reps=1, warmup=1)
+            extras.setdefault("ours_profile", result)
+        log("  ExecuTorch stock export: TextLLMRunner")
+        result = attempt("executorch_stock", lambda: checked(lambda: executorch_stock.measure(
+            stock_pte, threads=threads, prefill_lengths=PREFILL, decode_tokens=DECODE_TOKENS,
+            decode_contexts=CONTEXTS, reps=1, warmup=1)))
+        if result:
+            per_runtime["executorch_stock"].append(result[0]["metrics"])
+            checks["executorch_stock"].append(result[1])
+            extras.setdefault("executorch_stock_run", result[0])
+        log("  llama.cpp Q4_0")
+        result = attempt("llama_cpp", lambda: checked(lambda: llama_cpp.measure(
+            gguf, threads=threads, prefill_lengths=PREFILL, decode_tokens=DECODE_TOKENS, decode_contexts=CONTEXTS,
+            reps=1, warmup=1)))
+        if result:
+            per_runtime["llama_cpp"].append(result[0]["metrics"])
+            checks["llama_cpp"].append(result[1])
+            extras.setdefault("llama_cpp_run", result[0])
+        log("  our bundle through the stock MultimodalRunner")
+        result = attempt("stock_multimodal", lambda: stock_multimodal.measure(
+            bundle, threads=threads, prefill_lengths=PREFILL, decode_tokens=DECODE_TOKENS, decode_contexts=CONTEXTS,
+            reps=1, warmup=1))
+        if result:
             per_runtime["stock_multimodal"].append(result["metrics"])
             checks["stock_multimodal"].append(result["cotenant"])
             extras.setdefault("stock_multimodal_run", result)
         (out / "rounds.partial.json").write_text(json.dumps({"per_runtime": per_runtime, "checks": checks},
                                                             indent=1))
-    return {"metrics": {r: merge_rounds(v) for r, v in per_runtime.items() if v}, "cotenant": checks, **extras}
+    return {"metrics": {r: merge_rounds(v) for r, v in per_runtime.items() if v}, "cotenant": checks,
+            "errors": errors, **extras}
 
 
 # --- derived figures --------------------------------------------------------------------------------------
@@ -230,6 +245,18 @@ def work_flops(checkpoint: Path, slice_shapes: list[list[int]], audio_seconds: f
             "decoder_per_token": 2.0 * linear, "config": cfg}
 
 
+def host() -> dict[str, Any]:
+    """The machine, in the terms that decide these figures: CPU model and matrix extensions, cores, memory."""
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = re.search(r"model name\s*: (.+)", cpuinfo)
+    found = re.search(r"flags\s*: (.+)", cpuinfo)
+    flags = set(found.group(1).split()) if found else set()
+    mem = re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text())
+    return {"cpu": model.group(1) if model else "", "cpus": os.cpu_count(),
+            "extensions": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16"}),
+            "memory_gib": round(int(mem.group(1)) / (1 << 20), 1) if mem else None}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, required=True, help="where exports, the GGUF and kernels are kept")
@@ -248,7 +275,7 @@ def main() -> int:
     quiet_library_logs()
     skip = set(ns.skip)
     results: dict[str, Any] = {"command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                               "threads": ns.threads, "rounds": ns.rounds, "skipped": sorted(skip)}
+                               "threads": ns.threads, "round_count": ns.rounds, "skipped": sorted(skip), "host": host()}
 
     def save() -> None:
         (ns.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
@@ -284,6 +311,15 @@ def main() -> int:
     config = work.pop("config")
     results["work"] = work
     results["bytes_per_token"] = {"ours": our_bytes_per_token(config)}
+    if "executorch_stock_export" in results:
+        per_ctx = results["executorch_stock_export"]["bytes_per_token"]["per_token_at_context"]
+        results["bytes_per_token"]["executorch_stock"] = {f"ctx{c}": b for c, b in per_ctx.items()}
+    if "llama_cpp_run" in results["rounds"]:
+        t = config.text
+        # llama.cpp's default KV cache is f16: 2 bytes per element.
+        kv = t.num_hidden_layers * 2 * t.num_key_value_heads * (t.hidden_size // t.num_attention_heads) * 2
+        weights = results["rounds"]["llama_cpp_run"]["bytes_per_token"]
+        results["bytes_per_token"]["llama_cpp"] = {f"ctx{c}": weights + kv * c for c in CONTEXTS}
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     save()
     from benchmarks.same_run_table import render

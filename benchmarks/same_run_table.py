@@ -40,8 +40,10 @@ def render(results: dict[str, Any]) -> str:
     mach = results.get("machine", {})
     bw = mach.get("bandwidth", {}).get(str(results.get("threads", 2)))
     bpt = results.get("bytes_per_token", {}).get("ours", {})
+    h = results.get("host", {})
     lines = [f"Command: `{results.get('command', '')}`  ", f"Run: {results.get('started')} → {results.get('finished')}, "
-             f"{results.get('threads')} threads, {results.get('rounds')} interleaved rounds.", ""]
+             f"{results.get('threads')} threads, {results.get('round_count')} interleaved rounds, on {h.get('cpu', '?')} "
+             f"({h.get('cpus')} vCPUs, {', '.join(h.get('extensions', []))}; {h.get('memory_gib')} GiB).", ""]
 
     if mach:
         lines += ["**This machine** (measured in this run):", "", "| ceiling | median [min–max] |", "|---|---|"]
@@ -79,6 +81,19 @@ def render(results: dict[str, Any]) -> str:
                           fmt_ratio(vs_et)))
             goals.append((f"{label}: ≥ 1.5× llama.cpp", None if vs_lc is None else vs_lc >= 1.5, fmt_ratio(vs_lc)))
     lines.append("")
+    if bw and results.get("bytes_per_token"):
+        lines += ["Decode against each runtime's own floor (its bytes read per token, weights + KV cache up to the "
+                  "context, ÷ the measured bandwidth):", "", "| runtime | context | bytes/token | floor tok/s | "
+                  "measured | % of its floor |", "|---|---|---|---|---|---|"]
+        for runtime, table in (("ours", ours), ("executorch_stock", et), ("llama_cpp", lc)):
+            for ctx in ("ctx128", "ctx2048"):
+                nbytes = results["bytes_per_token"].get(runtime, {}).get(ctx)
+                stat = table.get(f"decode_tok_s@{ctx}")
+                if nbytes and stat:
+                    floor = bw["median"] * 1e9 / nbytes
+                    lines.append(f"| {runtime} | {ctx[3:]} | {nbytes / 1e9:.3f} GB | {floor:.1f} | "
+                                 f"{stat['median']:.1f} | {100 * stat['median'] / floor:.0f} % |")
+        lines.append("")
 
     work = results.get("work", {})
     gemm = mach.get("gemm", {}).get("int8_8da8w")
@@ -141,6 +156,9 @@ def render(results: dict[str, Any]) -> str:
     if checks:
         lines += ["**Co-tenant check** (/proc/stat nice + steal ticks during each measurement): " + "; ".join(
             f"{r}: {sum(c['quiet'] for c in cs)}/{len(cs)} quiet" for r, cs in checks.items() if cs), ""]
+
+    for runtime, error in rounds.get("errors", {}).items():
+        lines += [f"**{runtime} failed** and is missing above: `{error.splitlines()[0][:300]}`", ""]
 
     lines += ["**Goals** (issue 11):", "", "| goal | result | measured |", "|---|---|---|"]
     lines += [f"| {g} | {goal(ok)} | {v} |" for g, ok, v in goals]
