@@ -26,7 +26,7 @@ ERROR_SUFFIX = ".error"
 # The agent's options (python -m megrez_mobile.harness.agent --help), in order, with their kind.
 AGENT_OPTIONS: tuple[tuple[str, str], ...] = (
     ("--reps", "int"), ("--warmup", "int"), ("--threads", "int"), ("--prefill", "int_list"), ("--decode", "int"),
-    ("--audio-seconds", "float"), ("--top-ops", "int"), ("--no-per-op", "flag"), ("--quick", "flag"),
+    ("--decode-contexts", "int_list"), ("--audio-seconds", "float"), ("--top-ops", "int"), ("--no-per-op", "flag"), ("--quick", "flag"),
 )
 
 # Top-level keys of a result as the agent writes it (the harness adds "device").

@@ -18,7 +18,7 @@ public enum BenchmarkContract {
     /// The agent's options, in its --help order: name, kind ("int", "float", "int_list", "flag").
     public static let OPTIONS: [(String, String)] = [
         ("--reps", "int"), ("--warmup", "int"), ("--threads", "int"), ("--prefill", "int_list"),
-        ("--decode", "int"), ("--audio-seconds", "float"), ("--top-ops", "int"), ("--no-per-op", "flag"),
+        ("--decode", "int"), ("--decode-contexts", "int_list"), ("--audio-seconds", "float"), ("--top-ops", "int"), ("--no-per-op", "flag"),
         ("--quick", "flag"),
     ]
 
@@ -53,17 +53,20 @@ public struct BenchmarkOptions: Equatable {
     public var threads: Int?
     public var prefillLengths: [Int]
     public var decodeTokens: Int
+    public var decodeContexts: [Int]
     public var audioSeconds: Double
     public var perOp: Bool
     public var topOps: Int
 
     public init(reps: Int = 5, warmup: Int = 1, threads: Int? = nil, prefillLengths: [Int] = [128, 512],
-                decodeTokens: Int = 128, audioSeconds: Double = 30.0, perOp: Bool = true, topOps: Int = 15) {
+                decodeTokens: Int = 128, decodeContexts: [Int] = [128, 2048], audioSeconds: Double = 30.0,
+                perOp: Bool = true, topOps: Int = 15) {
         self.reps = reps
         self.warmup = warmup
         self.threads = threads
         self.prefillLengths = prefillLengths
         self.decodeTokens = decodeTokens
+        self.decodeContexts = decodeContexts
         self.audioSeconds = audioSeconds
         self.perOp = perOp
         self.topOps = topOps
@@ -71,7 +74,7 @@ public struct BenchmarkOptions: Equatable {
 
     public func toJson() -> JsonMap {
         JsonMap([("reps", reps), ("warmup", warmup), ("threads", threads), ("prefill_lengths", prefillLengths),
-                 ("decode_tokens", decodeTokens), ("audio_seconds", audioSeconds), ("per_op", perOp),
+                 ("decode_tokens", decodeTokens), ("decode_contexts", decodeContexts), ("audio_seconds", audioSeconds), ("per_op", perOp),
                  ("top_ops", topOps)])
     }
 
@@ -80,6 +83,7 @@ public struct BenchmarkOptions: Equatable {
         var o = base
         o.prefillLengths = [16, 64]
         o.decodeTokens = 16
+        o.decodeContexts = []
         o.audioSeconds = 5.0
         return o
     }
@@ -139,6 +143,12 @@ public struct BenchmarkOptions: Equatable {
         }
         o.threads = try int("--threads")
         o.perOp = perOp
+        if let c = values["--decode-contexts"] {
+            o.decodeContexts = try c.split(separator: ",").filter { !$0.isEmpty }.map { part -> Int in
+                guard let x = Int(part) else { throw BenchmarkArgumentError("--decode-contexts: \"\(part)\" is not an integer") }
+                return x
+            }
+        }
         if let r = try int("--reps") { o.reps = r }
         if let w = try int("--warmup") { o.warmup = w }
         return o

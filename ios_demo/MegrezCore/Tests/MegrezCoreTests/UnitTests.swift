@@ -190,12 +190,12 @@ final class ManifestTest: XCTestCase {
 final class BenchmarkOptionsTest: XCTestCase {
     func testParsesTheAgentsArguments() throws {
         XCTAssertEqual(BenchmarkOptions(), try BenchmarkOptions.parse([]))
-        let o = try BenchmarkOptions.parseExtra(#"["--reps","3","--warmup","0","--prefill","32,64","--decode","8","--audio-seconds","2.5","--no-per-op","--threads","4"]"#)
+        let o = try BenchmarkOptions.parseExtra(#"["--reps","3","--warmup","0","--prefill","32,64","--decode","8","--decode-contexts","64,1024","--audio-seconds","2.5","--no-per-op","--threads","4"]"#)
         XCTAssertEqual(BenchmarkOptions(reps: 3, warmup: 0, threads: 4, prefillLengths: [32, 64], decodeTokens: 8,
-                                        audioSeconds: 2.5, perOp: false, topOps: 15), o)
+                                        decodeContexts: [64, 1024], audioSeconds: 2.5, perOp: false, topOps: 15), o)
         let quick = try BenchmarkOptions.parse(["--quick", "--reps", "1"])
         XCTAssertEqual(BenchmarkOptions(reps: 1, warmup: 1, threads: nil, prefillLengths: [16, 64], decodeTokens: 16,
-                                        audioSeconds: 5.0, perOp: true, topOps: 15), quick)
+                                        decodeContexts: [], audioSeconds: 5.0, perOp: true, topOps: 15), quick)
         XCTAssertThrowsError(try BenchmarkOptions.parse(["--bogus"]))
         XCTAssertThrowsError(try BenchmarkOptions.parse(["--reps", "x"]))
     }

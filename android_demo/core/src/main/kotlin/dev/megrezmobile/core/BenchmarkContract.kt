@@ -19,7 +19,7 @@ object BenchmarkContract {
     /** The agent's options, in its --help order: name, kind ("int", "float", "int_list", "flag"). */
     val OPTIONS = listOf(
         "--reps" to "int", "--warmup" to "int", "--threads" to "int", "--prefill" to "int_list",
-        "--decode" to "int", "--audio-seconds" to "float", "--top-ops" to "int", "--no-per-op" to "flag",
+        "--decode" to "int", "--decode-contexts" to "int_list", "--audio-seconds" to "float", "--top-ops" to "int", "--no-per-op" to "flag",
         "--quick" to "flag",
     )
 
@@ -44,18 +44,19 @@ data class BenchmarkOptions(
     val threads: Int? = null,
     val prefillLengths: List<Int> = listOf(128, 512),
     val decodeTokens: Int = 128,
+    val decodeContexts: List<Int> = listOf(128, 2048),
     val audioSeconds: Double = 30.0,
     val perOp: Boolean = true,
     val topOps: Int = 15,
 ) {
     fun toJson(): Map<String, Any?> = linkedMapOf("reps" to reps, "warmup" to warmup, "threads" to threads,
-        "prefill_lengths" to prefillLengths, "decode_tokens" to decodeTokens, "audio_seconds" to audioSeconds,
+        "prefill_lengths" to prefillLengths, "decode_tokens" to decodeTokens, "decode_contexts" to decodeContexts, "audio_seconds" to audioSeconds,
         "per_op" to perOp, "top_ops" to topOps)
 
     companion object {
         /** `--quick`: ProfileOptions.quick's sizes; explicit --reps/--warmup win over it (as in the agent). */
         private fun quick(base: BenchmarkOptions) = base.copy(prefillLengths = listOf(16, 64), decodeTokens = 16,
-            audioSeconds = 5.0)
+            decodeContexts = emptyList(), audioSeconds = 5.0)
 
         fun parse(args: List<String>): BenchmarkOptions {
             val known = BenchmarkContract.OPTIONS.toMap()
@@ -83,6 +84,8 @@ data class BenchmarkOptions(
                     ?: throw IllegalArgumentException("--audio-seconds: \"$it\" is not a number") } ?: d.audioSeconds,
                 topOps = int("--top-ops") ?: d.topOps)
             o = o.copy(threads = int("--threads"), perOp = perOp)
+            values["--decode-contexts"]?.let { v -> o = o.copy(decodeContexts = v.split(',').filter { it.isNotEmpty() }.map {
+                it.toIntOrNull() ?: throw IllegalArgumentException("--decode-contexts: \"$it\" is not an integer") }) }
             int("--reps")?.let { o = o.copy(reps = it) }
             int("--warmup")?.let { o = o.copy(warmup = it) }
             return o

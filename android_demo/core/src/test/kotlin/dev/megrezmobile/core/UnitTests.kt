@@ -140,10 +140,10 @@ class ManifestTest {
 class BenchmarkOptionsTest {
     @Test fun parsesTheAgentsArguments() {
         assertEquals(BenchmarkOptions(), BenchmarkOptions.parse(emptyList()))
-        val o = BenchmarkOptions.parseExtra("""["--reps","3","--warmup","0","--prefill","32,64","--decode","8","--audio-seconds","2.5","--no-per-op","--threads","4"]""")
-        assertEquals(BenchmarkOptions(3, 0, 4, listOf(32, 64), 8, 2.5, false, 15), o)
+        val o = BenchmarkOptions.parseExtra("""["--reps","3","--warmup","0","--prefill","32,64","--decode","8","--decode-contexts","64,1024","--audio-seconds","2.5","--no-per-op","--threads","4"]""")
+        assertEquals(BenchmarkOptions(3, 0, 4, listOf(32, 64), 8, listOf(64, 1024), 2.5, false, 15), o)
         val quick = BenchmarkOptions.parse(listOf("--quick", "--reps", "1"))
-        assertEquals(BenchmarkOptions(1, 1, null, listOf(16, 64), 16, 5.0, true, 15), quick)
+        assertEquals(BenchmarkOptions(1, 1, null, listOf(16, 64), 16, emptyList(), 5.0, true, 15), quick)
         assertFailsWith<IllegalArgumentException> { BenchmarkOptions.parse(listOf("--bogus")) }
         assertFailsWith<IllegalArgumentException> { BenchmarkOptions.parse(listOf("--reps", "x")) }
     }
