@@ -154,7 +154,7 @@ def render(results: dict[str, Any]) -> str:
 
     checks = rounds.get("cotenant", {})
     if checks:
-        lines += ["**Co-tenant check** (/proc/stat nice + steal ticks during each measurement): " + "; ".join(
+        lines += ["**Co-tenant check** (/proc/stat: niced, stolen and other processes' CPU time during each measurement): " + "; ".join(
             f"{r}: {sum(c['quiet'] for c in cs)}/{len(cs)} quiet" for r, cs in checks.items() if cs), ""]
 
     for runtime, error in rounds.get("errors", {}).items():

@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -209,7 +210,9 @@ def gemm_ceiling(kind: str, threads: int, cache_dir: Path, shape: tuple[int, int
     rows, k, n = shape
     path = cache_dir / f"gemm-{kind}-{rows}x{k}x{n}.pte"
     if not path.exists():
-        export_linear(kind, shape, path)
+        with warnings.catch_warnings():  # torchao's deprecation chatter, once per quantized tensor
+            warnings.simplefilter("ignore")
+            export_linear(kind, shape, path)
     load_runtime_kernels()
     from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
     from executorch.runtime import Runtime

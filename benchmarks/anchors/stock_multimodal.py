@@ -67,12 +67,13 @@ def _measure_here(bundle_dir: Path, threads: int, prefill_lengths: tuple[int, ..
                         seen.append)
         return seen[-1], time.perf_counter() - begin
 
-    first, _ = generate([make_token_input(random_ids(8))], 1)  # loads every method (XNNPACK packs its weights)
+    generate([make_token_input(random_ids(8))], 1)  # loads every method (XNNPACK packs its weights)
     load_s = time.perf_counter() - start
     runner.reset()
     samples: dict[str, list[float]] = {}
 
-    def measure(name: str, fn) -> None:
+    def repeat(name: str, fn) -> None:
+        """`warmup` discarded calls, then `reps` kept ones, each from an empty cache."""
         for i in range(warmup + reps):
             runner.reset()
             value = fn()
@@ -83,7 +84,7 @@ def _measure_here(bundle_dir: Path, threads: int, prefill_lengths: tuple[int, ..
         def prefill(n=n) -> float:
             s, wall = generate([make_token_input(random_ids(n))], 1)  # prefill, then sample the first token
             return s.num_prompt_tokens / wall
-        measure(f"prefill_tok_s@{n}", prefill)
+        repeat(f"prefill_tok_s@{n}", prefill)
 
     for context in decode_contexts:
         def decode(context=context) -> float:
@@ -91,7 +92,7 @@ def _measure_here(bundle_dir: Path, threads: int, prefill_lengths: tuple[int, ..
             runner.prefill(pieces(ids[:-1]))
             s, _ = generate([make_token_input(ids[-1:])], decode_tokens + 1)
             return (s.num_generated_tokens - 1) / (max(1, s.inference_end_ms - s.first_token_ms) / 1000)
-        measure(f"decode_tok_s@ctx{context}", decode)
+        repeat(f"decode_tok_s@ctx{context}", decode)
 
     image, audio_path = sample_media()
     wave = load_audio(audio_path, processor.config.audio)
@@ -117,12 +118,11 @@ def _measure_here(bundle_dir: Path, threads: int, prefill_lengths: tuple[int, ..
             s, wall = generate(inputs, 1)
             prompt_tokens[kind] = s.num_prompt_tokens
             return wall
-        measure(f"ttft_s.{kind}", ttft)
+        repeat(f"ttft_s.{kind}", ttft)
 
     units = {"prefill": "tok/s", "decode": "tok/s", "ttft_s": "s"}
     return {"runtime": "ExecuTorch stock MultimodalRunner (our bundle)", "threads": threads,
-            "load_s": load_s, "first_stats_prompt_tokens": first.num_prompt_tokens,
-            "prompt_tokens": prompt_tokens, "pte_bytes": manifest.program.file.bytes,
+            "load_s": load_s, "prompt_tokens": prompt_tokens, "pte_bytes": manifest.program.file.bytes,
             "metrics": {k: summary(v, next(u for p, u in units.items() if k.startswith(p))) for k, v in samples.items()},
             "peak_rss_mib": ProcessMemory.now().peak_rss / (1 << 20)}
 
