@@ -27,19 +27,16 @@ from .machine import checked, summary
 
 def _measure_here(bundle_dir: Path, threads: int, prefill_lengths: tuple[int, ...], decode_tokens: int,
                   decode_contexts: tuple[int, ...], audio_seconds: float, reps: int, warmup: int) -> dict[str, Any]:
-    import numpy as np
     import torch
 
     from megrez_mobile.bundle import read_manifest
     from megrez_mobile.harness.memory import ProcessMemory
-    from megrez_mobile.harness.validate import sample_media
-    from megrez_mobile.processing.audio import load_audio
+    from megrez_mobile.harness.validate import sample_media, sample_speech
     from megrez_mobile.processing.plan import added_token_strings, runner_plan
-    from megrez_mobile.runtime.session import bundle_processor, load_runtime_kernels
+    from megrez_mobile.runtime.session import bundle_processor, load_runtime_kernels, stock_inputs
 
     load_runtime_kernels()
-    from executorch.extension.llm.runner import (GenerationConfig, MultimodalRunner, make_audio_input,
-                                                 make_image_input, make_text_input, make_token_input)
+    from executorch.extension.llm.runner import GenerationConfig, MultimodalRunner, make_token_input
     from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
 
     _unsafe_reset_threadpool(threads)
@@ -94,25 +91,14 @@ def _measure_here(bundle_dir: Path, threads: int, prefill_lengths: tuple[int, ..
             return (s.num_generated_tokens - 1) / (max(1, s.inference_end_ms - s.first_token_ms) / 1000)
         repeat(f"decode_tok_s@ctx{context}", decode)
 
-    image, audio_path = sample_media()
-    wave = load_audio(audio_path, processor.config.audio)
-    clip = np.resize(wave, int(audio_seconds * processor.config.audio.sampling_rate)).astype(np.float32)
+    image, clip = sample_media()[0], sample_speech(audio_seconds, processor.config.audio)
     added = added_token_strings(tokenizer)
     prompts = {"image": {"image": image, "text": "Describe this image in detail."},
                "audio": {"audio": clip, "text": "Transcribe the audio, then summarise it."}}
     prompt_tokens = {}
     for kind, content in prompts.items():
         plan = runner_plan(processor, [{"role": "user", "content": content}], added)
-        images, clips = iter(plan.pixels), iter(plan.clips)
-        inputs = []
-        for entry in plan.inputs:
-            if entry["kind"] == "text":
-                inputs.append(make_text_input(entry["text"]))
-            elif entry["kind"] == "image":
-                inputs.append(make_image_input(next(images).unsqueeze(0).contiguous()))
-            else:
-                inputs.append(make_audio_input(processor.log_mel(torch.from_numpy(next(clips))).unsqueeze(0).float()
-                                               .contiguous()))
+        inputs = stock_inputs(plan, processor)
 
         def ttft(inputs=inputs) -> float:
             s, wall = generate(inputs, 1)

@@ -107,14 +107,9 @@ class Timeline:
 
 def chat_messages(audio_seconds: float, config: "AudioProcessingConfig") -> list[list[dict[str, Any]]]:
     """The measured conversation: the sample image + `audio_seconds` of the sample speech + text, then text."""
-    import numpy as np
+    from .validate import sample_media, sample_speech
 
-    from ..processing.audio import load_audio
-    from .validate import sample_media
-
-    image, audio_path = sample_media()
-    wave = load_audio(audio_path, config)
-    clip = np.resize(wave, int(audio_seconds * config.sampling_rate)).astype(np.float32)
+    image, clip = sample_media()[0], sample_speech(audio_seconds, config)
     return [[{"role": "user", "content": {"image": image, "audio": clip,
                                           "text": "Describe the image, then transcribe the audio."}}],
             [{"role": "user", "content": {"text": "Now say it in one sentence."}}]]
@@ -136,13 +131,10 @@ def run_bundle(bundle_dir: Path, turns: list[list[dict[str, Any]]], max_new_toke
 
 def run_stock(bundle_dir: Path, turns: list[list[dict[str, Any]]], max_new_tokens: int, timeline: Timeline) -> None:
     """Through ExecuTorch's stock MultimodalRunner (what the apps run), fed our runner plan."""
-    import torch
-
     from ..bundle import read_manifest
     from ..processing.plan import Continuation, added_token_strings, runner_plan
-    from ..runtime.session import bundle_processor, load_runtime_kernels
-    from executorch.extension.llm.runner import (GenerationConfig, MultimodalRunner, make_audio_input,
-                                                 make_image_input, make_text_input)
+    from ..runtime.session import bundle_processor, load_runtime_kernels, stock_inputs
+    from executorch.extension.llm.runner import GenerationConfig, MultimodalRunner
 
     manifest = read_manifest(bundle_dir)
     processor = bundle_processor(bundle_dir, manifest)
@@ -155,16 +147,7 @@ def run_stock(bundle_dir: Path, turns: list[list[dict[str, Any]]], max_new_token
     continuation = None
     for i, turn in enumerate(turns):
         plan = runner_plan(processor, turn, added, continuation=continuation)
-        images, clips = iter(plan.pixels), iter(plan.clips)
-        inputs = []
-        for entry in plan.inputs:
-            if entry["kind"] == "text":
-                inputs.append(make_text_input(entry["text"]))
-            elif entry["kind"] == "image":
-                inputs.append(make_image_input(next(images).unsqueeze(0).contiguous()))
-            else:
-                mel = processor.log_mel(torch.from_numpy(next(clips)))
-                inputs.append(make_audio_input(mel.unsqueeze(0).float().contiguous()))
+        inputs = stock_inputs(plan, processor)
         runner.generate(inputs, config, None, None)
         continuation = Continuation(images_before=len(plan.images), audio_before=len(plan.audio))
         timeline.mark(f"turn {i + 1} answered")

@@ -25,10 +25,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from .validate import sample_media
+from .validate import sample_media, sample_speech
 
 SCHEMA = "megrez-mobile/profile/1"
 LogFn = Callable[[str], None]
@@ -97,7 +96,6 @@ def profile_bundle(bundle_dir: str | Path, options: ProfileOptions = ProfileOpti
                    log: LogFn = lambda _: None) -> dict[str, Any]:
     """Measure one bundle in this process; returns the versioned result (see SCHEMA)."""
     from ..bundle import read_manifest, verify_files
-    from ..processing.audio import load_audio
     from ..runtime.session import Bundle, load_runtime_kernels
 
     bundle_dir = Path(bundle_dir)
@@ -161,8 +159,7 @@ def profile_bundle(bundle_dir: str | Path, options: ProfileOptions = ProfileOpti
         metrics[f"decode_tok_s@ctx{context}"] = Stat("tok/s", "higher", tuple(repeat(decode_after, options)))
 
     # Time to first token, preprocessing included, from an empty cache.
-    wave = load_audio(audio_path, processor.config.audio)
-    clip = np.resize(wave, int(options.audio_seconds * processor.config.audio.sampling_rate)).astype(np.float32)
+    clip = sample_speech(options.audio_seconds, processor.config.audio)
     prompts = {
         "text": {"text": "Write a short poem about the sea, then explain it in one sentence."},
         "image": {"image": image, "text": "Describe this image in detail."},

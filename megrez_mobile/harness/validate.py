@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -23,6 +23,9 @@ from ..checkpoint.safetensors_io import CheckpointIndex
 from ..errors import BundleError
 from ..export.recipe import Fidelity, Recipe
 from .metrics import greedy_match_length, logits_gap, tensor_gap
+
+if TYPE_CHECKING:
+    from ..config import AudioProcessingConfig
 
 SCHEMA = "megrez-mobile/validate/1"
 LogFn = Callable[[str], None]
@@ -155,6 +158,16 @@ def sample_media() -> tuple[str, str]:
     """The sample image and speech clip shipped with the SDK (the same files as the demo's)."""
     assets = resources.files("megrez_mobile") / "assets"
     return str(assets / "sample_image.jpg"), str(assets / "sample_audio.m4a")
+
+
+def sample_speech(seconds: float, config: "AudioProcessingConfig"):
+    """`seconds` of the sample speech at the front end's rate (the clip repeated), float32: the benchmarks' audio."""
+    import numpy as np
+
+    from ..processing.audio import load_audio
+
+    wave = load_audio(sample_media()[1], config)
+    return np.resize(wave, int(seconds * config.sampling_rate)).astype(np.float32)
 
 
 def _media(inputs: ValidationInputs) -> tuple[str, str]:

@@ -49,6 +49,19 @@ def bundle_processor(directory: Path, manifest: Manifest) -> MegrezProcessor:
     return processor
 
 
+def stock_inputs(plan, processor: MegrezProcessor) -> list:
+    """A runner plan (processing/plan.py) as the stock MultimodalRunner's inputs: text, uint8 [1, 3, H, W] slices,
+    log-mel [1, n_mels, F] clips (what an app hands ExecuTorch)."""
+    from executorch.extension.llm.runner import make_audio_input, make_image_input, make_text_input
+
+    images, clips = iter(plan.pixels), iter(plan.clips)
+    makers = {"text": lambda entry: make_text_input(entry["text"]),
+              "image": lambda _: make_image_input(next(images).unsqueeze(0).contiguous()),
+              "audio": lambda _: make_audio_input(processor.log_mel(torch.from_numpy(next(clips))).unsqueeze(0)
+                                                  .float().contiguous())}
+    return [makers[entry["kind"]](entry) for entry in plan.inputs]
+
+
 class Bundle:
     """A verified bundle with its program loaded; also a chat session (the KV cache is its state)."""
 
