@@ -9,12 +9,16 @@
 - the app: the ExecuTorch package pinned by revision with the products and `-all_load`, the increased-memory-limit
   entitlement, file sharing, usage descriptions; chat goes through our Objective-C++ wrapper (mmap, raw bytes), never
   through ExecuTorchLLM's MultimodalRunner.
+- the committed MegrezDemo.xcodeproj is what ios_demo/gen_xcodeproj.py writes from project.yml now; it parses as an
+  OpenStep plist with no dangling or orphan object; every .swift/.mm file is compiled, the ExecuTorch products and
+  MegrezCore are linked, the revision and the target's settings are project.yml's.
 
 Parsing is syntax only: it proves neither that the code type-checks nor that it runs (ios_demo/README.md).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import plistlib
 import re
 from pathlib import Path
@@ -247,7 +251,8 @@ def test_swift_benchmark_contract_equals_the_sdks():
 
 # --- the app --------------------------------------------------------------------------------------------------------
 
-PLACEHOLDER_REVISION = "REPLACE_WITH_SWIFTPM_1_5_HEAD_REVISION"
+# The head of `swiftpm-1.5.0` (Package.swift `version = "1.5.0"`); no `swiftpm-1.5.1` branch was published.
+SWIFTPM_1_5_HEAD = "56cc93a96d5fb8d21554ec5f00fbad5a5b228bc4"
 PRODUCTS = ("executorch", "executorch_llm", "backend_xnnpack", "backend_coreml", "kernels_optimized",
             "kernels_quantized", "kernels_llm")
 
@@ -256,12 +261,8 @@ def test_project_pins_executorch_by_revision_with_the_products():
     spec = yaml.safe_load((IOS / "project.yml").read_text())
     package = spec["packages"]["ExecuTorch"]
     assert package["url"] == "https://github.com/pytorch/executorch.git"
-    revision = str(package["revision"])
-    if revision != PLACEHOLDER_REVISION:
-        assert re.fullmatch(r"[0-9a-f]{40}", revision), "pinned by a full commit hash"
-    else:  # no commit in our notes and no GitHub here: the placeholder must be said, in the spec and the README
-        assert "PLACEHOLDER" in (IOS / "project.yml").read_text()
-        assert PLACEHOLDER_REVISION in (IOS / "README.md").read_text()
+    assert str(package["revision"]) == SWIFTPM_1_5_HEAD
+    assert SWIFTPM_1_5_HEAD in (IOS / "README.md").read_text()
     assert "branch" not in package and "version" not in package
     target = spec["targets"]["MegrezDemo"]
     linked = [d["product"] for d in target["dependencies"] if d.get("package") == "ExecuTorch"]
@@ -299,3 +300,227 @@ def test_chat_goes_through_our_wrapper_not_executorch_llm():
         assert selector in header and selector in app_swift, selector
     bridging = (APP / "MegrezDemo-Bridging-Header.h").read_text()
     assert '#import "Runner/MegrezRunner.h"' in bridging
+
+
+# --- the Xcode project ----------------------------------------------------------------------------------------------
+
+XCODEPROJ = IOS / "MegrezDemo.xcodeproj"
+PBXPROJ = XCODEPROJ / "project.pbxproj"
+OBJECT_ID = re.compile(r"[0-9A-F]{24}")
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("gen_xcodeproj", IOS / "gen_xcodeproj.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _parse_openstep(text: str):
+    """A strict reader of the OpenStep plist dialect of project.pbxproj: dicts, arrays, strings; comments skipped."""
+    token = re.compile(r'\s+|/\*.*?\*/|//[^\n]*|"(?:[^"\\]|\\.)*"|[A-Za-z0-9_$./:+-]+|[{}();=,]', re.S)
+    tokens = []
+    pos = 0
+    while pos < len(text):
+        m = token.match(text, pos)
+        assert m, f"unexpected character at {pos}: {text[pos:pos + 20]!r}"
+        t = m.group()
+        if not (t.isspace() or t.startswith(("/*", "//"))):
+            tokens.append(t)
+        pos = m.end()
+    escapes = {"n": "\n", "t": "\t", '"': '"', "\\": "\\"}
+
+    def value(i):
+        t = tokens[i]
+        if t == "{":
+            out, i = {}, i + 1
+            while tokens[i] != "}":
+                key, i = value(i)
+                assert isinstance(key, str) and tokens[i] == "=", f"bad key at token {i}"
+                out[key], i = value(i + 1)
+                assert tokens[i] == ";", f"missing ';' after {key}"
+                assert key not in list(out)[:-1], f"duplicate key {key}"
+                i += 1
+            return out, i + 1
+        if t == "(":
+            out, i = [], i + 1
+            while tokens[i] != ")":
+                item, i = value(i)
+                out.append(item)
+                assert tokens[i] in ",)", f"missing ',' at token {i}"
+                i += tokens[i] == ","
+            return out, i + 1
+        assert t not in "{}();=,", f"unexpected {t!r} at token {i}"
+        if t.startswith('"'):
+            return re.sub(r"\\(.)", lambda m: escapes.get(m.group(1), m.group(1)), t[1:-1]), i + 1
+        return t, i + 1
+
+    result, end = value(0)
+    assert end == len(tokens), "trailing tokens"
+    return result
+
+
+def _pbxproj() -> dict:
+    assert PBXPROJ.read_text().startswith("// !$*UTF8*$!\n")
+    return _parse_openstep(PBXPROJ.read_text())
+
+
+def _ids(value) -> list[str]:
+    if isinstance(value, dict):
+        return [i for k, v in value.items() for i in _ids(k) + _ids(v)]
+    if isinstance(value, list):
+        return [i for v in value for i in _ids(v)]
+    return [value] if OBJECT_ID.fullmatch(value) else []
+
+
+def _file_paths(objects: dict, main_group: str) -> dict[str, str]:
+    """Each file reference's path relative to ios_demo, through its groups (all `<group>`-relative here)."""
+    paths = {}
+
+    def walk(gid, prefix):
+        for child in objects[gid]["children"]:
+            obj = objects[child]
+            path = "/".join(p for p in (prefix, obj.get("path", "")) if p)
+            if obj["isa"] == "PBXGroup":
+                walk(child, path if obj["sourceTree"] == "<group>" else obj.get("path", ""))
+            else:
+                paths[child] = path if obj["sourceTree"] == "<group>" else obj["path"]
+
+    walk(main_group, "")
+    return paths
+
+
+def test_committed_xcode_project_is_current(tmp_path):
+    """MegrezDemo.xcodeproj is generated (gen_xcodeproj.py, XcodeGen-equivalent) and committed: never stale."""
+    generator = _generator()
+    assert generator.main(["--out", str(tmp_path)]) == 0
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert written == ["MegrezDemo.xcodeproj/project.pbxproj",
+                       "MegrezDemo.xcodeproj/project.xcworkspace/contents.xcworkspacedata",
+                       "MegrezDemo.xcodeproj/xcshareddata/xcschemes/MegrezDemo.xcscheme"]
+    for rel in written:
+        assert (IOS / rel).read_bytes() == (tmp_path / rel).read_bytes(), (
+            f"ios_demo/{rel} is stale: run `python ios_demo/gen_xcodeproj.py`")
+    assert generator.generate() == generator.generate()  # deterministic
+
+
+def test_pbxproj_parses_with_every_reference_resolved():
+    project = _pbxproj()
+    assert project["archiveVersion"] == "1" and project["objectVersion"] == "60"  # Xcode 15+
+    objects = project["objects"]
+    assert all(OBJECT_ID.fullmatch(oid) for oid in objects) and len(objects) > 40
+    dangling = {i for obj in objects.values() for i in _ids(obj)} - set(objects)  # in values and nested keys
+    assert not dangling, f"dangling object ids: {sorted(dangling)}"
+    root = project["rootObject"]
+    assert objects[root]["isa"] == "PBXProject" and objects[root]["compatibilityVersion"] == "Xcode 15.0"
+    # Every object is reachable from the root object (no orphan left by the generator).
+    seen, todo = set(), [root]
+    while todo:
+        oid = todo.pop()
+        if oid not in seen:
+            seen.add(oid)
+            todo += [i for i in _ids(objects[oid]) if i in objects]
+    assert seen == set(objects), f"orphan objects: {sorted(set(objects) - seen)}"
+    # The reader is strict: what Xcode would refuse, it refuses.
+    for broken in ("{ a = b }", "{ a = (b c); }", "{ a = b; } }", '{ a = "b; }'):
+        with pytest.raises(AssertionError):
+            _parse_openstep(broken)
+
+
+def test_pbxproj_compiles_the_sources_and_links_the_packages():
+    spec = yaml.safe_load((IOS / "project.yml").read_text())
+    objects = _pbxproj()["objects"]
+    project = objects[_pbxproj()["rootObject"]]
+    (target_id,) = project["targets"]
+    target = objects[target_id]
+    assert target["name"] == "MegrezDemo" and target["productType"] == "com.apple.product-type.application"
+    paths = _file_paths(objects, project["mainGroup"])
+    phases = {objects[p]["isa"]: objects[p] for p in target["buildPhases"]}
+    assert set(phases) == {"PBXSourcesBuildPhase", "PBXFrameworksBuildPhase"}
+
+    compiled = sorted(paths[objects[f]["fileRef"]] for f in phases["PBXSourcesBuildPhase"]["files"])
+    on_disk = sorted(p.relative_to(IOS).as_posix() for p in APP.rglob("*") if p.suffix in (".swift", ".mm"))
+    assert compiled == on_disk and "MegrezDemo/Runner/MegrezRunner.mm" in compiled
+    for rel in ("MegrezDemo/Info.plist", "MegrezDemo/MegrezDemo.entitlements",
+                "MegrezDemo/MegrezDemo-Bridging-Header.h", "MegrezDemo/Runner/MegrezRunner.h"):
+        assert rel in paths.values() and rel not in compiled, rel  # referenced, in no build phase
+    assert all((IOS / p).is_file() for oid, p in paths.items() if objects[oid].get("lastKnownFileType") != "folder"
+               and objects[oid]["sourceTree"] == "<group>")
+
+    # Packages: ExecuTorch by revision (project.yml's), MegrezCore local; every product depended on and linked.
+    references = {objects[r]["isa"]: objects[r] for r in project["packageReferences"]}
+    remote = references["XCRemoteSwiftPackageReference"]
+    assert remote["repositoryURL"] == spec["packages"]["ExecuTorch"]["url"]
+    assert remote["requirement"] == {"kind": "revision", "revision": str(spec["packages"]["ExecuTorch"]["revision"])}
+    local = references["XCLocalSwiftPackageReference"]
+    assert local["relativePath"] == "MegrezCore" and (IOS / local["relativePath"] / "Package.swift").is_file()
+    depended = [(objects[objects[d]["package"]]["isa"], objects[d]["productName"])
+                for d in target["packageProductDependencies"]]
+    wanted = [("XCLocalSwiftPackageReference" if d["package"] == "MegrezCore" else "XCRemoteSwiftPackageReference",
+               d.get("product", d["package"])) for d in spec["targets"]["MegrezDemo"]["dependencies"]]
+    assert depended == wanted and sorted(p for _, p in depended if p != "MegrezCore") == sorted(PRODUCTS)
+    linked = [objects[f]["productRef"] for f in phases["PBXFrameworksBuildPhase"]["files"]]
+    assert linked == target["packageProductDependencies"]
+
+
+def test_pbxproj_build_settings_are_project_ymls():
+    spec = yaml.safe_load((IOS / "project.yml").read_text())
+    pbx = _pbxproj()
+    objects = pbx["objects"]
+    project = objects[pbx["rootObject"]]
+    target = objects[project["targets"][0]]
+
+    def configs(owner):
+        return {objects[c]["name"]: objects[c]["buildSettings"]
+                for c in objects[owner["buildConfigurationList"]]["buildConfigurations"]}
+
+    wanted = {k: [str(x) for x in v] if isinstance(v, list) else str(v)
+              for k, v in spec["targets"]["MegrezDemo"]["settings"]["base"].items()}
+    for owner in (project, target):
+        assert sorted(configs(owner)) == ["Debug", "Release"]
+    for name, settings in configs(target).items():
+        assert {k: settings[k] for k in wanted} == wanted, name
+        assert settings["SDKROOT"] == "iphoneos" and "-all_load" in settings["OTHER_LDFLAGS"]
+    for name, settings in configs(project).items():
+        assert settings["IPHONEOS_DEPLOYMENT_TARGET"] == spec["options"]["deploymentTarget"]["iOS"]
+        assert settings["SDKROOT"] == "iphoneos" and settings["CLANG_ENABLE_OBJC_ARC"] == "YES"
+    assert configs(project)["Debug"]["SWIFT_OPTIMIZATION_LEVEL"] == "-Onone"
+    assert configs(project)["Release"]["SWIFT_OPTIMIZATION_LEVEL"] == "-O"
+    assert project["attributes"]["TargetAttributes"][project["targets"][0]] == {"ProvisioningStyle": "Automatic"}
+
+
+def test_shared_scheme_runs_the_app():
+    import xml.etree.ElementTree as ET
+
+    pbx = _pbxproj()
+    target_id = pbx["objects"][pbx["rootObject"]]["targets"][0]
+    scheme = ET.parse(XCODEPROJ / "xcshareddata" / "xcschemes" / "MegrezDemo.xcscheme").getroot()
+    refs = scheme.findall(".//BuildableReference")
+    assert len(refs) == 4 and scheme.find("LaunchAction/BuildableProductRunnable") is not None
+    for ref in refs:
+        assert ref.get("BlueprintIdentifier") == target_id and ref.get("BuildableName") == "MegrezDemo.app"
+        assert ref.get("ReferencedContainer") == "container:MegrezDemo.xcodeproj"
+    ET.parse(XCODEPROJ / "project.xcworkspace" / "contents.xcworkspacedata")
+
+
+def test_generator_refuses_what_it_does_not_implement(tmp_path):
+    """gen_xcodeproj.py implements only the spec keys and file kinds project.yml uses: anything else is an error,
+    never a silent difference from what XcodeGen would write."""
+    import shutil
+
+    generator = _generator()
+    shutil.copytree(APP, tmp_path / "MegrezDemo")
+    shutil.copytree(CORE / "Sources", tmp_path / "MegrezCore" / "Sources")
+    spec = yaml.safe_load((IOS / "project.yml").read_text())
+    spec_path = tmp_path / "project.yml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    assert generator.generate(spec_path) == generator.generate()  # a copy generates the same project
+    spec["targets"]["MegrezDemo"]["preBuildScripts"] = [{"script": "true"}]
+    spec_path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(generator.SpecError, match="preBuildScripts"):
+        generator.generate(spec_path)
+    del spec["targets"]["MegrezDemo"]["preBuildScripts"]
+    spec_path.write_text(yaml.safe_dump(spec))
+    (tmp_path / "MegrezDemo" / "Runner" / "fetch.sh").write_text("#!/bin/sh\n")  # XcodeGen would bundle it
+    with pytest.raises(generator.SpecError, match="fetch.sh"):
+        generator.generate(spec_path)
