@@ -38,11 +38,14 @@ def test_combinations_a_backend_computes_wrongly_are_refused(backend, scheme, re
 
 
 def test_a_method_that_falls_back_to_xnnpack_is_checked_against_xnnpack():
-    recipe = _recipe(backend="coreml", rules=[{"pattern": "vision.*", "scheme": "4w", "group_size": 32}])
-    with pytest.raises(RecipeError, match=r"4w on xnnpack \(its method falls back from coreml\).*wrong numbers"):
+    recipe = _recipe(backend="vulkan", rules=[{"pattern": "vision.*", "scheme": "4w", "group_size": 32}])
+    with pytest.raises(RecipeError, match=r"4w on xnnpack \(its method falls back from vulkan\).*wrong numbers"):
         recipe.check(["vision.vpm.encoder.layers.0.mlp.fc1"], ["llm.model.embed_tokens"])
-    recipe = _recipe(backend="coreml", rules=[{"pattern": "llm.*", "scheme": "4w", "group_size": 32}])
-    recipe.check(["llm.model.layers.0.mlp.up_proj"], ["llm.model.embed_tokens"])  # the decoder stays on Core ML
+    recipe = _recipe(backend="vulkan", rules=[{"pattern": "llm.*", "scheme": "4w", "group_size": 32}])
+    recipe.check(["llm.model.layers.0.mlp.up_proj"], ["llm.model.embed_tokens"])  # the decoder stays on Vulkan
+    # Core ML takes the vision tower itself now (float32 pixels), so weight-only linears are right there.
+    _recipe(backend="coreml", rules=[{"pattern": "vision.*", "scheme": "4w", "group_size": 32}]).check(
+        ["vision.vpm.encoder.layers.0.mlp.fc1"], ["llm.model.embed_tokens"])
 
 
 def test_recipe_files_are_validated():
@@ -120,10 +123,15 @@ def test_phone_only_backends_export_and_report_delegation(odd_bundles, recipe, b
     manifest = read_manifest(odd_bundles(recipe))
     methods = {m.name: m for m in manifest.program.methods}
     assert methods["token_embedding"].delegates == 0  # the quantized lookup stays on ExecuTorch's kernels
-    # The decoder and the audio encoder run on the phone backend; fallbacks to XNNPACK are recorded as such.
+    # The decoder and the encoders run on the phone backend; fallbacks to XNNPACK are recorded as such (Vulkan
+    # cannot plan the vision tower's dynamic shapes; Core ML takes it whole, with float32 pixels).
     for name in ("text_decoder", "audio_encoder"):
         assert methods[name].backend == backend and methods[name].coverage_percent > 60, (name, methods[name])
-    assert methods["vision_encoder"].backend == "xnnpack" and methods["vision_encoder"].coverage_percent > 70
+    vision = methods["vision_encoder"]
+    if backend == "coreml":
+        assert vision.backend == "coreml" and vision.coverage_percent == 100 and vision.delegates == 1
+    else:
+        assert vision.backend == "xnnpack" and vision.coverage_percent > 70
     # They run only on devices: the Python wheel has no such backend, and says so.
     bundle = Bundle.load(odd_bundles(recipe))
     with pytest.raises(BundleError, match="backend"):
@@ -131,9 +139,11 @@ def test_phone_only_backends_export_and_report_delegation(odd_bundles, recipe, b
 
 
 def test_a_recipe_puts_methods_on_different_backends_in_one_program(odd_bundles, tmp_path):
-    """coreml-encoders: the audio encoder on Core ML, the decoder on XNNPACK, one model.pte; inspect says so."""
+    """coreml-encoders: both encoders on Core ML, the decoder on XNNPACK, one model.pte; inspect says so."""
+    import torch
     from click.testing import CliRunner
 
+    from megrez_mobile import Bundle
     from megrez_mobile.bundle import read_manifest
     from megrez_mobile.cli import cli
     from megrez_mobile.harness.validate import require_runnable
@@ -141,14 +151,17 @@ def test_a_recipe_puts_methods_on_different_backends_in_one_program(odd_bundles,
     bundle = odd_bundles("coreml-encoders")
     manifest = read_manifest(bundle)
     methods = {m.name: m for m in manifest.program.methods}
-    assert methods["audio_encoder"].backend == "coreml" and methods["audio_encoder"].coverage_percent == 100
+    for encoder in ("vision_encoder", "audio_encoder"):
+        assert methods[encoder].backend == "coreml" and methods[encoder].coverage_percent == 100, methods[encoder]
+        assert methods[encoder].delegates == 1  # one Core ML model each
     assert methods["text_decoder"].backend == "xnnpack" and methods["text_decoder"].coverage_percent > 60
-    # Asked for on Core ML, the vision tower falls back to XNNPACK (uint8 input, dynamic position ids).
-    assert methods["vision_encoder"].backend == "xnnpack"
+    # Core ML takes no uint8: the vision encoder takes float32 pixels, and the program says so to every runner.
+    assert Bundle.load(bundle).vision_pixel_dtype == torch.float32
     assert manifest.backends == ["coreml", "xnnpack"] and manifest.recipe["method_backends"] == {
         "vision_encoder": "coreml", "audio_encoder": "coreml"}
     shown = CliRunner().invoke(cli, ["inspect", str(bundle)]).output
-    assert re.search(r"audio_encoder\s+coreml\s", shown) and re.search(r"text_decoder\s+xnnpack\s", shown)
+    assert re.search(r"vision_encoder\s+coreml\s", shown) and re.search(r"audio_encoder\s+coreml\s", shown)
+    assert re.search(r"text_decoder\s+xnnpack\s", shown)
     with pytest.raises(BundleError, match="methods on coreml"):
         require_runnable(bundle)
 

@@ -88,3 +88,21 @@ def test_kv_cached_decoder_exports_with_dynamic_length(model, tiny_checkpoint):
     got = [program(embeds[:, :20], torch.arange(20))[0]]
     got += [program(embeds[:, p:p + 1], torch.tensor([p]))[0] for p in range(20, 23)]
     torch.testing.assert_close(torch.stack(got), full[19:], atol=1e-4, rtol=1e-4)
+
+
+def test_the_core_ml_vision_program_takes_float_pixels_and_matches_eager(model, tiny_checkpoint):
+    """On Core ML the vision encoder takes float32 pixels (0-255) with H and W as plain dims (Core ML has no uint8
+    input and no 14·rows dims): the method the exporter builds gives the eager uint8 encoder's output."""
+    from megrez_mobile.export.programs import method_specs
+    from megrez_mobile.export.recipe import Recipe
+    from megrez_mobile.processing.processor import MegrezProcessor
+
+    preprocessor = MegrezProcessor.from_pretrained(tiny_checkpoint).config
+    spec = next(s for s in method_specs(model, Recipe.load("coreml-encoders").options, preprocessor, "coreml")
+                if s.name == "vision_encoder")
+    assert spec.example_inputs[0].dtype == torch.float32
+    with torch.no_grad(), fx_config.patch(backed_size_oblivious=True):
+        program = export(spec.build().eval(), spec.example_inputs, dynamic_shapes=spec.dynamic_shapes).module()
+    for rows, cols in [(46, 22), (1, 90), (2, 1)]:
+        x = torch.randint(0, 256, (1, 3, rows * 14, cols * 14), dtype=torch.uint8)
+        torch.testing.assert_close(program(x.float())[0], model.vision(x), atol=1e-5, rtol=1e-5)

@@ -89,7 +89,7 @@ def export(checkpoint: Path, recipe: str, out: Path, max_context, max_seq_len, k
       vulkan-8da4w       Android GPUs (runs only on a device with a Vulkan ExecuTorch runtime)
       coreml-fp16        Apple devices via Core ML (runs only on iOS 18+/macOS 15+)
       coreml-4w          Core ML with 4-bit weights (iOS 18+)
-      coreml-encoders    audio encoder on Core ML fp16, decoder on XNNPACK 8da4w, one model.pte
+      coreml-encoders    both encoders on Core ML fp16, decoder on XNNPACK 8da4w, one model.pte
     \b
     Example:
       megrez-mobile export Megrez-3B-Omni/ --recipe xnnpack-8da4w -o megrez-xnnpack-8da4w/

@@ -66,6 +66,10 @@ def partitioners(recipe: Recipe, method: str) -> list:
         target = getattr(ct.target, recipe.options.minimum_deployment_target)
         specs = CoreMLBackend.generate_compile_specs(minimum_deployment_target=target, compute_precision=precision,
                                                      compute_unit=ct.ComputeUnit.ALL)
+        if method == "vision_encoder":
+            # One Core ML model for the whole method: its position ids and 2D table derive from the slice's shape,
+            # and Core ML takes no SymInt (nor a dim like 14·rows) across a partition boundary.
+            return [CoreMLPartitioner(compile_specs=specs, lower_full_graph=True, take_over_mutable_buffer=True)]
         # The KV cache stays with ExecuTorch's update_cache op (CPU): Core ML takes no mutable buffers here.
         return [CoreMLPartitioner(compile_specs=specs, take_over_mutable_buffer=False)]
     raise ExportError(f"no partitioner for backend {backend!r}")

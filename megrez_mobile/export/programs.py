@@ -146,7 +146,8 @@ class SplitInProjection(PackedMultiheadAttention):
 
 
 class VisionEncoder(nn.Module):
-    """One uint8 slice [1, 3, H, W] (H, W multiples of 14) -> [1, 64, D]; grid, position ids, table in-graph."""
+    """One slice [1, 3, H, W] of 0-255 pixels (H, W multiples of 14) -> [1, 64, D]; grid, position ids, table
+    in-graph. uint8 everywhere but Core ML, which takes float32 pixels (see `method_specs`)."""
 
     def __init__(self, model: MegrezOmni):
         super().__init__()
@@ -185,15 +186,25 @@ class MethodSpec:
     size_oblivious: bool = False
 
 
-def method_specs(model: MegrezOmni, options: ExportOptions,
-                 preprocessor: PreprocessorConfig) -> list[MethodSpec]:
-    """The methods in export order: small ones first, the decoder (the memory peak) last."""
+def method_specs(model: MegrezOmni, options: ExportOptions, preprocessor: PreprocessorConfig,
+                 vision_backend: str = "xnnpack") -> list[MethodSpec]:
+    """The methods in export order: small ones first, the decoder (the memory peak) last.
+
+    On Core ML the vision encoder takes float32 pixels (the same 0-255 values) with H and W as plain dims: Core ML
+    takes neither uint8 inputs nor dims that are expressions (14·rows), and its whole graph must be one Core ML
+    model (see lowering.partitioners). The runners read the input dtype from the method's metadata.
+    """
     cfg: MegrezConfig = model.config
     d = cfg.text.hidden_size
     patch = cfg.vision.patch_size
     seq = Dim("seq", min=1, max=options.max_seq_len)
     side = preprocessor.image.max_slice_side // patch  # the slicer never produces a longer side
     rows, cols = (Dim(n, min=1, max=side) for n in ("rows", "cols"))
+    if vision_backend == "coreml":
+        pixel_dtype = torch.float32
+        pixel_dims = {2: Dim("height", min=patch, max=patch * side), 3: Dim("width", min=patch, max=patch * side)}
+    else:
+        pixel_dtype, pixel_dims = torch.uint8, {2: patch * rows, 3: patch * cols}
     max_pairs = cfg.audio.n_ctx  # 1500 encoder positions = 3000 mel frames = 30 s
     mel_pairs = Dim("mel_pairs", min=2, max=max_pairs)
     audio = preprocessor.audio
@@ -204,8 +215,8 @@ def method_specs(model: MegrezOmni, options: ExportOptions,
         MethodSpec("token_embedding", lambda: TokenEmbedding(model), (torch.zeros(1, 4, dtype=torch.long),),
                    ({1: seq},), ("llm.model.embed_tokens.",)),
         MethodSpec("vision_encoder", lambda: VisionEncoder(model),
-                   (torch.zeros(1, 3, 4 * patch, 3 * patch, dtype=torch.uint8),),
-                   ({2: patch * rows, 3: patch * cols},), ("vision.",), size_oblivious=True),
+                   (torch.zeros(1, 3, 4 * patch, 3 * patch, dtype=pixel_dtype),), (pixel_dims,), ("vision.",),
+                   size_oblivious=True),
         MethodSpec("audio_encoder", lambda: AudioEncoder(model), (torch.zeros(1, cfg.audio.n_mels, 200),),
                    ({2: 2 * mel_pairs},), ("audio.",)),
         MethodSpec("text_decoder", lambda: TextDecoder(model.llm, options.max_context, options.kv_cache_dtype),

@@ -25,8 +25,8 @@ RECIPES_DIR = Path(__file__).resolve().parents[2] / "export"
 BACKENDS = ("xnnpack", "vulkan", "coreml", "portable")
 # Methods a backend cannot lower run on XNNPACK (CPU) instead: Vulkan fails on the vision tower's dynamic-shape
 # graph ("graph_output_allocated not set" in memory planning); Core ML on the log-mel's padding (coremltools:
-# concat of int and float) and on uint8 image input.
-XNNPACK_FALLBACKS = {("vulkan", "vision_encoder"), ("coreml", "audio_preprocessor"), ("coreml", "vision_encoder")}
+# concat of int and float).
+XNNPACK_FALLBACKS = {("vulkan", "vision_encoder"), ("coreml", "audio_preprocessor")}
 # Which method a checkpoint module belongs to, by its top-level name.
 METHOD_OF_PREFIX = {"llm": "text_decoder", "vision": "vision_encoder", "audio": "audio_encoder"}
 # scheme -> (weight bits, dynamic int8 activations?). "none" keeps the float weights.

@@ -23,8 +23,9 @@ def navit_position_ids(h_patches: int, w_patches: int, num_patches_per_side: int
     the official model on CUDA compute it (the original CPU `arange` can land one bucket off at exact ties).
     """
     boundaries = torch.arange(1 / num_patches_per_side, 1.0, 1 / num_patches_per_side)
-    step_h = torch.ones(()) / h_patches
-    step_w = torch.ones(()) / w_patches
+    # A 1-element tensor, not a 0-d one: coremltools reads the empty shape of `full([], 1)` as float and fails.
+    step_h = torch.ones(1) / h_patches
+    step_w = torch.ones(1) / w_patches
     frac_h = (torch.arange(h_patches, dtype=torch.float32) * step_h).clamp(max=1.0 - 1e-6)
     frac_w = (torch.arange(w_patches, dtype=torch.float32) * step_w).clamp(max=1.0 - 1e-6)
     # == torch.bucketize(frac, boundaries, right=True), with ops ExecuTorch has kernels for (it has no bucketize).

@@ -62,6 +62,9 @@ def stock_inputs(plan, processor: MegrezProcessor) -> list:
     return [makers[entry["kind"]](entry) for entry in plan.inputs]
 
 
+_SCALAR_TYPE_FLOAT = 6  # ExecuTorch's ScalarType::Float (Byte is 0)
+
+
 class Bundle:
     """A verified bundle with its program loaded; also a chat session (the KV cache is its state)."""
 
@@ -147,7 +150,14 @@ class Bundle:
         if slice_chw.dtype != torch.uint8 or slice_chw.dim() != 3 or max(slice_chw.shape[1:]) > side:
             raise ImageError(f"vision_encoder takes one uint8 [3, H, W] slice with sides <= {side}; got "
                              f"{slice_chw.dtype} {list(slice_chw.shape)}. Use MegrezProcessor.slice_image.")
-        return self.run("vision_encoder", slice_chw.unsqueeze(0).contiguous())
+        return self.run("vision_encoder", slice_chw.unsqueeze(0).to(self.vision_pixel_dtype).contiguous())
+
+    @property
+    def vision_pixel_dtype(self) -> torch.dtype:
+        """What vision_encoder takes, read from the program as runners do: uint8, or float32 (the same 0-255
+        values) where it runs on Core ML, which has no uint8 inputs."""
+        dtype = self._program.metadata("vision_encoder").input_tensor_meta(0).dtype()
+        return torch.float32 if int(dtype) == _SCALAR_TYPE_FLOAT else torch.uint8
 
     def encode_audio(self, mel: torch.Tensor) -> torch.Tensor:
         """log-mel [n_mels, F] of one clip -> [1, F/4 + 2, D]."""

@@ -30,7 +30,8 @@ NS_ASSUME_NONNULL_BEGIN
 /// One text input (the plan's text pieces carry the template's markers; the C++ tokenizer makes them special ids).
 - (BOOL)prefillText:(NSString *)text error:(NSError **)error NS_SWIFT_NAME(prefillText(_:));
 
-/// One image input: uint8 planar CHW, 3 x height x width (MegrezCore's RgbImage.toChw()).
+/// One image input: uint8 planar CHW, 3 x height x width (MegrezCore's RgbImage.toChw()). Handed to a vision
+/// encoder on Core ML as float32 of the same values: the program says which it takes.
 - (BOOL)prefillImage:(NSData *)chw
                width:(NSInteger)width
               height:(NSInteger)height

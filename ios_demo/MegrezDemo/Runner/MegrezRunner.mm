@@ -1,8 +1,9 @@
 // See MegrezRunner.h for why this wrapper exists. APIs used, all named in our ExecuTorch 1.5 notes and read in
 // extension/llm/runner/{llm_runner_helper.h, multimodal_runner.h, image.h, audio.h}: load_tokenizer,
 // create_multimodal_runner(model, tokenizer, data_path, Module::LoadMode), MultimodalRunner::{load, prefill,
-// generate, stop, reset}, Image(std::vector<uint8_t>&&, width, height, channels), Audio(std::vector<float>&&, batch,
-// bins, frames), GenerationConfig, Stats / stats_to_json_string, Module(path, LoadMode)::execute.
+// generate, stop, reset}, Image(std::vector<uint8_t>&& or std::vector<float>&&, width, height, channels),
+// Audio(std::vector<float>&&, batch, bins, frames), GenerationConfig, Stats / stats_to_json_string,
+// Module(path, LoadMode)::{execute, method_meta}, MethodMeta::input_tensor_meta, TensorInfo::scalar_type.
 // Lines marked UNVERIFIED use a name or overload we have not read in the 1.5 headers: check them when building.
 
 #import "MegrezRunner.h"
@@ -51,6 +52,7 @@ static std::string Utf8(NSString *s) { return std::string(s.UTF8String ?: ""); }
 @implementation MegrezRunner {
   std::unique_ptr<llm::MultimodalRunner> _runner;
   std::unique_ptr<Module> _preprocessor;
+  BOOL _floatPixels;  // vision_encoder takes float32 pixels (0-255): it runs on Core ML, which has no uint8 input
 }
 
 - (nullable instancetype)initWithModelPath:(NSString *)modelPath
@@ -78,6 +80,13 @@ static std::string Utf8(NSString *s) { return std::string(s.UTF8String ?: ""); }
     return nil;
   }
   _preprocessor = std::make_unique<Module>(Utf8(modelPath), Module::LoadMode::Mmap);
+  // The stock runner refuses an image whose dtype differs from the method's input, so read it, as it does.
+  _floatPixels = NO;
+  auto vision = _preprocessor->method_meta("vision_encoder");
+  if (vision.ok()) {
+    auto pixels = vision->input_tensor_meta(0);
+    _floatPixels = pixels.ok() && pixels->scalar_type() == ::executorch::aten::ScalarType::Float;
+  }
   return self;
 }
 
@@ -103,8 +112,9 @@ static std::string Utf8(NSString *s) { return std::string(s.UTF8String ?: ""); }
     return NO;
   }
   const uint8_t *bytes = static_cast<const uint8_t *>(chw.bytes);
-  std::vector<uint8_t> data(bytes, bytes + chw.length);
-  llm::Image image(std::move(data), (int32_t)width, (int32_t)height, 3);
+  llm::Image image = _floatPixels
+      ? llm::Image(std::vector<float>(bytes, bytes + chw.length), (int32_t)width, (int32_t)height, 3)
+      : llm::Image(std::vector<uint8_t>(bytes, bytes + chw.length), (int32_t)width, (int32_t)height, 3);
   return [self prefillInput:llm::make_image_input(std::move(image)) what:@"Encoding the image" error:error];  // UNVERIFIED: make_image_input(Image&&)
 }
 
