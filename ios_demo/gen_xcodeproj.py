@@ -9,7 +9,8 @@ iOS application), the project's `deploymentTarget`, a group per source folder (f
 phases by file type (Swift / Objective-C++ compiled; headers, entitlements and the INFOPLIST_FILE referenced only),
 remote packages as XCRemoteSwiftPackageReference, local ones as XCLocalSwiftPackageReference plus a folder
 reference in a "Packages" group, each product an XCSwiftPackageProductDependency linked in the Frameworks phase,
-and a shared scheme for a target with `scheme:`. One deliberate difference: a local package's product dependency
+a target's `preBuildScripts` as PBXShellScriptBuildPhases before its Sources phase, and a shared scheme for a target
+with `scheme:`. One deliberate difference: a local package's product dependency
 also names its XCLocalSwiftPackageReference (`package = ...`), as Xcode 15 itself writes it; XcodeGen leaves it out.
 
 Object ids are the first 24 hex digits of SHA-256 over each object's role (its kind and path), so regenerating
@@ -280,6 +281,47 @@ def _natural_key(name: str):
     return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name.casefold())]
 
 
+# XcodeGen's BuildScript keys (Sources/ProjectSpec/BuildScript.swift) implemented here; `path` (the script read
+# from a file into the project) and `discoveredDependencyFile` are not.
+BUILD_SCRIPT_KEYS = {"name", "script", "shell", "inputFiles", "outputFiles", "inputFileLists", "outputFileLists",
+                     "runOnlyWhenInstalling", "showEnvVars", "basedOnDependencyAnalysis"}
+
+
+def _shell_script_phase(script: dict, where: str) -> tuple[str, dict]:
+    """(comment, properties) of the PBXShellScriptBuildPhase XcodeGen's generateBuildScript makes of a BuildScript,
+    with the keys XcodeProj writes: the file-list arrays always (XcodeGen passes them, empty or not),
+    `showEnvVarsInLog` only when false, `alwaysOutOfDate` only when true (basedOnDependencyAnalysis: false)."""
+    if not isinstance(script, dict):
+        raise SpecError(f"{where}: a mapping with `script:` is implemented")
+    _allow(script, BUILD_SCRIPT_KEYS, where)
+    if not isinstance(script.get("script"), str):
+        raise SpecError(f"{where}: `script:` (the script's text) is required; `path:` is not implemented")
+
+    def paths(key: str) -> list[str]:
+        value = script.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise SpecError(f"{where}.{key}: a list of paths")
+        return list(value)
+
+    def flag(key: str, default: bool) -> bool:
+        value = script.get(key, default)
+        if not isinstance(value, bool):
+            raise SpecError(f"{where}.{key}: true or false")
+        return value
+
+    name = str(script.get("name") or "Run Script")
+    props = dict(isa="PBXShellScriptBuildPhase", buildActionMask=2147483647, files=[],
+                 inputFileListPaths=paths("inputFileLists"), inputPaths=paths("inputFiles"), name=name,
+                 outputFileListPaths=paths("outputFileLists"), outputPaths=paths("outputFiles"),
+                 runOnlyForDeploymentPostprocessing=int(flag("runOnlyWhenInstalling", False)),
+                 shellPath=str(script.get("shell") or "/bin/sh"), shellScript=script["script"])
+    if not flag("showEnvVars", True):
+        props["showEnvVarsInLog"] = 0
+    if not flag("basedOnDependencyAnalysis", True):
+        props["alwaysOutOfDate"] = 1
+    return name, props
+
+
 # --- the project ----------------------------------------------------------------------------------------------------
 
 
@@ -303,7 +345,8 @@ def generate(spec_path: Path = SPEC) -> dict[str, bytes]:
     if len(targets) != 1:
         raise SpecError("exactly one target is implemented")
     (target_name, target), = targets.items()
-    _allow(target, {"type", "platform", "sources", "dependencies", "settings", "scheme"}, f"targets.{target_name}")
+    _allow(target, {"type", "platform", "sources", "dependencies", "settings", "scheme", "preBuildScripts"},
+           f"targets.{target_name}")
     if target.get("type") != "application" or target.get("platform") != "iOS":
         raise SpecError("only an iOS application target is implemented")
 
@@ -428,11 +471,17 @@ def generate(spec_path: Path = SPEC) -> dict[str, bytes]:
     frameworks_phase = add(f"phase:{target_name}:Frameworks", "Frameworks", isa="PBXFrameworksBuildPhase",
                            buildActionMask=2147483647, files=[Ref(i) for i in framework_files],
                            runOnlyForDeploymentPostprocessing=0)
+    # XcodeGen puts the preBuildScripts first, before the (here absent) headers and resources phases and Sources.
+    pre_build_phases = []
+    for index, script in enumerate(target.get("preBuildScripts") or []):
+        comment, props = _shell_script_phase(script, f"targets.{target_name}.preBuildScripts[{index}]")
+        pre_build_phases.append(add(f"phase:{target_name}:preBuildScript:{index}", comment, **props))
     target_id = add(
         f"target:{target_name}", target_name, isa="PBXNativeTarget",
         buildConfigurationList=Ref(config_list(f"target:{target_name}", f'PBXNativeTarget "{target_name}"',
                                                {c: configs[c][1] for c in CONFIGS})),
-        buildPhases=[Ref(sources_phase), Ref(frameworks_phase)], buildRules=[], dependencies=[], name=target_name,
+        buildPhases=[Ref(i) for i in pre_build_phases] + [Ref(sources_phase), Ref(frameworks_phase)],
+        buildRules=[], dependencies=[], name=target_name,
         packageProductDependencies=[Ref(i) for i in product_deps], productName=target_name,
         productReference=Ref(product), productType="com.apple.product-type.application")
 

@@ -12,6 +12,10 @@
 - the committed MegrezDemo.xcodeproj is what ios_demo/gen_xcodeproj.py writes from project.yml now; it parses as an
   OpenStep plist with no dangling or orphan object; every .swift/.mm file is compiled, the ExecuTorch products and
   MegrezCore are linked, the revision and the target's settings are project.yml's.
+- the ExecuTorch headers fetch: a pre-build script phase before Sources runs scripts/fetch_executorch_headers.sh
+  (its output: the stamp the script writes; user-script sandboxing off); the script pins one tag, is valid bash and
+  checks every ExecuTorch header MegrezRunner.mm includes; run against a local stand-in repository, a failed,
+  interrupted or incomplete fetch leaves nothing at the destination and a second run is a no-op without network.
 
 Parsing is syntax only: it proves neither that the code type-checks nor that it runs (ios_demo/README.md).
 """
@@ -436,7 +440,7 @@ def test_pbxproj_compiles_the_sources_and_links_the_packages():
     assert target["name"] == "MegrezDemo" and target["productType"] == "com.apple.product-type.application"
     paths = _file_paths(objects, project["mainGroup"])
     phases = {objects[p]["isa"]: objects[p] for p in target["buildPhases"]}
-    assert set(phases) == {"PBXSourcesBuildPhase", "PBXFrameworksBuildPhase"}
+    assert set(phases) == {"PBXShellScriptBuildPhase", "PBXSourcesBuildPhase", "PBXFrameworksBuildPhase"}
 
     compiled = sorted(paths[objects[f]["fileRef"]] for f in phases["PBXSourcesBuildPhase"]["files"])
     on_disk = sorted(p.relative_to(IOS).as_posix() for p in APP.rglob("*") if p.suffix in (".swift", ".mm"))
@@ -515,12 +519,219 @@ def test_generator_refuses_what_it_does_not_implement(tmp_path):
     spec_path = tmp_path / "project.yml"
     spec_path.write_text(yaml.safe_dump(spec))
     assert generator.generate(spec_path) == generator.generate()  # a copy generates the same project
-    spec["targets"]["MegrezDemo"]["preBuildScripts"] = [{"script": "true"}]
+    spec["targets"]["MegrezDemo"]["postBuildScripts"] = [{"script": "true"}]
     spec_path.write_text(yaml.safe_dump(spec))
-    with pytest.raises(generator.SpecError, match="preBuildScripts"):
+    with pytest.raises(generator.SpecError, match="postBuildScripts"):
         generator.generate(spec_path)
-    del spec["targets"]["MegrezDemo"]["preBuildScripts"]
+    del spec["targets"]["MegrezDemo"]["postBuildScripts"]
+    pre_build = spec["targets"]["MegrezDemo"]["preBuildScripts"]
+    for unimplemented in ({"path": "scripts/fetch_executorch_headers.sh"},  # XcodeGen would inline the file
+                          {**pre_build[0], "discoveredDependencyFile": "$(DERIVED_FILE_DIR)/fetch.d"}):
+        spec["targets"]["MegrezDemo"]["preBuildScripts"] = [unimplemented]
+        spec_path.write_text(yaml.safe_dump(spec))
+        with pytest.raises(generator.SpecError, match="path|discoveredDependencyFile"):
+            generator.generate(spec_path)
+    spec["targets"]["MegrezDemo"]["preBuildScripts"] = pre_build
     spec_path.write_text(yaml.safe_dump(spec))
     (tmp_path / "MegrezDemo" / "Runner" / "fetch.sh").write_text("#!/bin/sh\n")  # XcodeGen would bundle it
     with pytest.raises(generator.SpecError, match="fetch.sh"):
         generator.generate(spec_path)
+
+
+# --- the ExecuTorch headers fetch (a pre-build script phase) --------------------------------------------------------
+
+FETCH_SCRIPT = IOS / "scripts" / "fetch_executorch_headers.sh"
+STAMP = ".megrez-headers-stamp"
+
+
+def _script_headers() -> list[str]:
+    match = re.search(r"^REQUIRED_HEADERS=\(\n(.*?)^\)", FETCH_SCRIPT.read_text(), re.S | re.M)
+    assert match, "REQUIRED_HEADERS=( ... ) not found in the fetch script"
+    return match.group(1).split()
+
+
+def test_prebuild_phase_fetches_the_headers_before_sources():
+    spec = yaml.safe_load((IOS / "project.yml").read_text())
+    pbx = _pbxproj()
+    objects = pbx["objects"]
+    target = objects[objects[pbx["rootObject"]]["targets"][0]]
+    isas = [objects[p]["isa"] for p in target["buildPhases"]]
+    assert isas == ["PBXShellScriptBuildPhase", "PBXSourcesBuildPhase", "PBXFrameworksBuildPhase"]
+    phase = objects[target["buildPhases"][0]]
+    (wanted,) = spec["targets"]["MegrezDemo"]["preBuildScripts"]
+    assert phase["name"] == wanted["name"] == "Fetch ExecuTorch headers"
+    assert phase["shellPath"] == "/bin/sh" and phase["shellScript"] == wanted["script"]
+    assert phase["shellScript"] == 'bash "$SRCROOT/scripts/fetch_executorch_headers.sh"\n'
+    assert (IOS / "scripts" / "fetch_executorch_headers.sh").is_file()  # $SRCROOT is ios_demo/
+    # Xcode skips the phase while the stamp is newer than the script; the script writes exactly that stamp.
+    assert phase["inputPaths"] == ["$(SRCROOT)/scripts/fetch_executorch_headers.sh"]
+    assert phase["outputPaths"] == [f"$(EXECUTORCH_SOURCE)/{STAMP}"]
+    assert f'STAMP_NAME="{STAMP}"' in FETCH_SCRIPT.read_text()
+    assert "alwaysOutOfDate" not in phase and phase["runOnlyForDeploymentPostprocessing"] == "0"
+    configs = [objects[c]["buildSettings"] for c in objects[target["buildConfigurationList"]]["buildConfigurations"]]
+    for settings in configs:
+        assert settings["ENABLE_USER_SCRIPT_SANDBOXING"] == "NO"  # the script writes outside derived sources
+        assert settings["EXECUTORCH_SOURCE"] == "$(SRCROOT)/../third_party/executorch"
+        assert "$(EXECUTORCH_SOURCE)/.." in settings["HEADER_SEARCH_PATHS"]
+        assert "$(EXECUTORCH_SOURCE)/extension/llm/tokenizers/include" in settings["HEADER_SEARCH_PATHS"]
+    assert "/third_party/" in (REPO / ".gitignore").read_text().splitlines()
+
+
+def test_fetch_script_pins_one_tag_and_is_valid_bash():
+    import subprocess
+
+    text = FETCH_SCRIPT.read_text()
+    assert text.startswith("#!/usr/bin/env bash\n") and "\nset -euo pipefail\n" in text
+    assert re.findall(r"^EXECUTORCH_TAG=.*$", text, re.M) == ['EXECUTORCH_TAG="v1.5.0"']  # one pin, one place
+    assert not re.search(r"--branch (?!\"?\$EXECUTORCH_TAG)", text), "every clone uses $EXECUTORCH_TAG"
+    # The tag is the release of the Swift package's binaries (project.yml pins swiftpm-1.5.0's head).
+    assert SWIFTPM_1_5_HEAD in text and "v1.5.0" in (IOS / "README.md").read_text()
+    result = subprocess.run(["bash", "-n", str(FETCH_SCRIPT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    # macOS's /bin/bash is 3.2: nothing newer.
+    assert not re.search(r"declare -A|local -A|mapfile|readarray|\$\{\w+(,,|\^\^)", text)
+
+
+def test_fetch_script_verifies_every_header_the_wrapper_includes():
+    impl = (APP / "Runner" / "MegrezRunner.mm").read_text()
+    included = re.findall(r"^\s*#\s*include\s*<((?:executorch|pytorch/tokenizers)/[^>]+)>", impl, re.M)
+    assert "executorch/extension/llm/runner/multimodal_runner.h" in included
+    assert any(h.startswith("executorch/extension/llm/") for h in included)
+    listed = _script_headers()
+    missing = [h for h in included if h not in listed]
+    assert not missing, f"MegrezRunner.mm includes {missing}: add them to REQUIRED_HEADERS in {FETCH_SCRIPT.name}"
+    assert "pytorch/tokenizers/tokenizer.h" in listed  # what llm_runner_helper.h and multimodal_runner.h include
+
+
+def _git_env(tmp_path: Path) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(HOME=str(tmp_path), GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull,
+               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@example.com",
+               # Submodules from local paths are refused by default since git 2.38.1: allow them for the fixture.
+               GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="protocol.file.allow", GIT_CONFIG_VALUE_0="always")
+    return env
+
+
+def _fake_executorch(root: Path, env: dict[str, str]) -> str:
+    """A local stand-in for ExecuTorch's repository: the listed headers, tag v1.5.0, and the tokenizers as a real
+    submodule (its own repository, linked by a gitlink and .gitmodules). Returns its file:// URL."""
+    import subprocess
+
+    def git(*args, cwd):
+        subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
+
+    tokenizers, executorch = root / "tokenizers", root / "executorch"
+    for repo in (tokenizers, executorch):
+        repo.mkdir(parents=True)
+        git("init", "-q", cwd=repo)
+    for header in _script_headers():
+        if header.startswith("pytorch/tokenizers/"):
+            path = tokenizers / "include" / header
+        else:
+            path = executorch / header.removeprefix("executorch/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#pragma once\n")
+    (tokenizers / "README").write_text("tokenizers\n")
+    git("add", "-A", cwd=tokenizers)
+    git("commit", "-qm", "tokenizers", cwd=tokenizers)
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tokenizers, env=env, check=True, capture_output=True,
+                         text=True).stdout.strip()
+    (executorch / ".gitmodules").write_text('[submodule "extension/llm/tokenizers"]\n'
+                                            '\tpath = extension/llm/tokenizers\n'
+                                            f'\turl = {tokenizers.as_uri()}\n')
+    git("add", "-A", cwd=executorch)
+    git("update-index", "--add", "--cacheinfo", f"160000,{sha},extension/llm/tokenizers", cwd=executorch)
+    git("commit", "-qm", "executorch", cwd=executorch)
+    git("tag", "v1.5.0", cwd=executorch)
+    return executorch.as_uri()
+
+
+def _fetch(dest: Path, url: str, env: dict[str, str], path_prefix: str | None = None):
+    import subprocess
+
+    env = {**env, "EXECUTORCH_SOURCE": str(dest), "EXECUTORCH_GIT_URL": url}
+    if path_prefix:
+        env["PATH"] = f"{path_prefix}:{env['PATH']}"
+    return subprocess.run(["bash", str(FETCH_SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_fetch_script_fetches_once_atomically_and_offline_later(tmp_path):
+    """The script's logic, against a local repository (no network): a failed or interrupted fetch leaves no
+    destination folder and no temporary one; a complete one holds every header and the stamp; the next run is a
+    no-op that needs no network; another tag's checkout is replaced, a checkout it did not write is left alone."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or shutil.which("bash") is None:
+        pytest.skip("git and bash are needed")
+    env = _git_env(tmp_path)
+    url = _fake_executorch(tmp_path / "upstream", env)
+    third_party = tmp_path / "third_party"
+    dest = third_party / "executorch"
+    offline = (tmp_path / "nowhere").as_uri()
+
+    def leftovers():
+        return sorted(p.name for p in third_party.iterdir()) if third_party.exists() else []
+
+    # Failed: no such repository (as with no network). The message says how to do it by hand; nothing is left.
+    failed = _fetch(dest, offline, env)
+    assert failed.returncode != 0 and "could not clone ExecuTorch v1.5.0" in failed.stderr
+    assert "git clone --depth 1 --branch v1.5.0 https://github.com/pytorch/executorch.git" in failed.stderr
+    assert "submodule update --init --depth 1 extension/llm/tokenizers" in failed.stderr
+    assert leftovers() == []
+
+    # Interrupted: killed (SIGTERM) while fetching the submodule, after the clone was written.
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "git").write_text('#!/bin/sh\nif [ "$3" = submodule ]; then kill -TERM $PPID; exit 1; fi\n'
+                                  f'exec "{shutil.which("git")}" "$@"\n')
+    (fake_bin / "git").chmod(0o755)
+    interrupted = _fetch(dest, url, env, path_prefix=str(fake_bin))
+    assert interrupted.returncode == 143 and leftovers() == []
+
+    # A tag without a header the wrapper includes: refused, naming the missing path; nothing is left.
+    upstream = tmp_path / "upstream" / "executorch"
+    for args in (["rm", "-q", "extension/llm/runner/stats.h"], ["commit", "-qm", "no stats.h"],
+                 ["tag", "-f", "v1.5.0"]):
+        subprocess.run(["git", *args], cwd=upstream, env=env, check=True, capture_output=True)
+    incomplete = _fetch(dest, url, env)
+    assert incomplete.returncode != 0
+    assert "has no extension/llm/runner/stats.h (#include <executorch/extension/llm/runner/stats.h>" in incomplete.stderr
+    assert leftovers() == []
+    subprocess.run(["git", "tag", "-f", "v1.5.0", "HEAD~1"], cwd=upstream, env=env, check=True, capture_output=True)
+
+    # Complete (into an empty folder, as a tool might make for the stamp's folder).
+    dest.mkdir(parents=True)
+    done = _fetch(dest, url, env)
+    assert done.returncode == 0, done.stderr
+    assert leftovers() == ["executorch"]
+    for header in _script_headers():
+        relative = (header.removeprefix("executorch/") if header.startswith("executorch/")
+                    else f"extension/llm/tokenizers/include/{header}")
+        assert (dest / relative).is_file(), relative
+    stamp = (dest / STAMP).read_text().splitlines()
+    assert stamp[0] == "v1.5.0" and stamp[1].startswith("executorch ") and stamp[2].startswith("tokenizers ")
+    assert (dest / ".git" / "shallow").is_file()  # a shallow clone
+
+    # A second run is a no-op: no network needed, the checkout untouched.
+    (dest / "marker").write_text("kept")
+    again = _fetch(dest, offline, env)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == "" and (dest / "marker").read_text() == "kept" and leftovers() == ["executorch"]
+
+    # Our checkout of another tag: replaced by the pinned one, atomically.
+    (dest / STAMP).write_text("v1.4.0\n")
+    replaced = _fetch(dest, url, env)
+    assert replaced.returncode == 0, replaced.stderr
+    assert not (dest / "marker").exists() and (dest / STAMP).read_text().startswith("v1.5.0\n")
+    assert leftovers() == ["executorch"]
+
+    # A checkout without the stamp (cloned by hand): left alone, with what to do.
+    (dest / STAMP).unlink()
+    (dest / "marker").write_text("mine")
+    refused = _fetch(dest, url, env)
+    assert refused.returncode != 0 and "not written by this script" in refused.stderr
+    assert f"echo v1.5.0 > \"{dest}/{STAMP}\"" in refused.stderr and (dest / "marker").read_text() == "mine"
