@@ -52,7 +52,7 @@ with torch.no_grad():
         p.normal_(0, 0.02)
 recipe = Recipe.load("xnnpack-8da4w")
 quantize_modules(recipe, model.vision, prefix="vision")
-spec = next(s for s in method_specs(model, recipe.options, PreprocessorConfig.from_pretrained(ns.checkpoint))
+spec = next(s for s in method_specs(model, recipe, PreprocessorConfig.from_pretrained(ns.checkpoint))
             if s.name == "vision_encoder")
 t0 = time.time()
 with torch.no_grad():

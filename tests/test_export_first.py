@@ -98,7 +98,7 @@ def test_the_core_ml_vision_program_takes_float_pixels_and_matches_eager(model, 
     from megrez_mobile.processing.processor import MegrezProcessor
 
     preprocessor = MegrezProcessor.from_pretrained(tiny_checkpoint).config
-    spec = next(s for s in method_specs(model, Recipe.load("coreml-encoders").options, preprocessor, "coreml")
+    spec = next(s for s in method_specs(model, Recipe.load("coreml-encoders"), preprocessor)
                 if s.name == "vision_encoder")
     assert spec.example_inputs[0].dtype == torch.float32
     with torch.no_grad(), fx_config.patch(backed_size_oblivious=True):

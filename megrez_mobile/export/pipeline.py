@@ -57,7 +57,7 @@ def export_bundle(checkpoint_dir: str | Path, recipe: Recipe | str, out_dir: str
         f"max segment {recipe.options.max_seq_len} tokens, {recipe.options.kv_cache_dtype} KV cache")
 
     lowered, entries = {}, []
-    specs = method_specs(model, recipe.options, processor.config, recipe.method_backend("vision_encoder"))
+    specs = method_specs(model, recipe, processor.config)
     loaded = _WeightStreamer(model, index, expected, on_weights)
     for spec in specs:
         t0 = time.perf_counter()
@@ -122,7 +122,7 @@ def export_method_for_debugging(checkpoint_dir: str | Path, recipe: Recipe, meth
     (`lower_for_debugging`): what `validate`'s drill-down compares a bundle's intermediate outputs against."""
     checkpoint_dir = Path(checkpoint_dir)
     config, index, processor, model, expected = _prepare(checkpoint_dir, recipe)
-    specs = method_specs(model, recipe.options, processor.config, recipe.method_backend("vision_encoder"))
+    specs = method_specs(model, recipe, processor.config)
     spec = next(s for s in specs if s.name == method)
     _load_and_quantize(spec, model, _WeightStreamer(model, index, expected, None), recipe, lambda _: None)
     return lower_for_debugging(recipe, method, _torch_export(spec))

@@ -20,7 +20,7 @@ from ..model.decoder import MegrezLLM, apply_rope, rope_cos_sin
 from ..model.omni import MegrezOmni
 from ..model.vision import PackedMultiheadAttention
 from ..processing.audio import LogMelSpectrogram
-from .recipe import KV_CACHE_DTYPES, ExportOptions
+from .recipe import KV_CACHE_DTYPES, Recipe
 
 
 def load_custom_ops() -> None:
@@ -186,8 +186,7 @@ class MethodSpec:
     size_oblivious: bool = False
 
 
-def method_specs(model: MegrezOmni, options: ExportOptions, preprocessor: PreprocessorConfig,
-                 vision_backend: str = "xnnpack") -> list[MethodSpec]:
+def method_specs(model: MegrezOmni, recipe: Recipe, preprocessor: PreprocessorConfig) -> list[MethodSpec]:
     """The methods in export order: small ones first, the decoder (the memory peak) last.
 
     On Core ML the vision encoder takes float32 pixels (the same 0-255 values) with H and W as plain dims: Core ML
@@ -195,12 +194,13 @@ def method_specs(model: MegrezOmni, options: ExportOptions, preprocessor: Prepro
     model (see lowering.partitioners). The runners read the input dtype from the method's metadata.
     """
     cfg: MegrezConfig = model.config
+    options = recipe.options
     d = cfg.text.hidden_size
     patch = cfg.vision.patch_size
     seq = Dim("seq", min=1, max=options.max_seq_len)
     side = preprocessor.image.max_slice_side // patch  # the slicer never produces a longer side
     rows, cols = (Dim(n, min=1, max=side) for n in ("rows", "cols"))
-    if vision_backend == "coreml":
+    if recipe.method_backend("vision_encoder") == "coreml":
         pixel_dtype = torch.float32
         pixel_dims = {2: Dim("height", min=patch, max=patch * side), 3: Dim("width", min=patch, max=patch * side)}
     else:
