@@ -22,19 +22,20 @@ import argparse
 import json
 import sys
 import tempfile
-import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.anchors.machine import checked, export_linear, read_bandwidth, summary  # noqa: E402
+from benchmarks.anchors.machine import (export_linear, export_once, load_forward, packed_weight_bytes,  # noqa: E402
+                                        read_bandwidth, summary, time_calls, write_program)
 
 CONTEXTS = (128, 2048)
 KV_DTYPES = ("fp32", "int8")
 LM_HEAD_SHAPE = (1, 2560, 122880)
-LM_HEAD_KINDS = {"int8_8da8w": "8-bit per channel (xnnpack-8da4w)", "int4_8da4w": "4-bit group 32 (stock export_llm)"}
+# kind (anchors/machine.py GEMM_KINDS) -> (label, weight bits)
+LM_HEAD_KINDS = {"int8_8da8w": ("8-bit per channel (xnnpack-8da4w)", 8),
+                 "int4_8da4w": ("4-bit group 32 (stock export_llm)", 4)}
 
 
 def official_text_config(num_hidden_layers: int = 1, vocab_size: int = 256):
@@ -53,7 +54,7 @@ def export_one_layer(kv_cache_dtype: str, path: Path) -> Path:
     import torch
     from torch.export import Dim
 
-    from megrez_mobile.export.lowering import lower_method, to_executorch
+    from megrez_mobile.export.lowering import lower_method
     from megrez_mobile.export.programs import TextDecoder
     from megrez_mobile.export.quantize import quantize_modules
     from megrez_mobile.export.recipe import Recipe
@@ -72,41 +73,20 @@ def export_one_layer(kv_cache_dtype: str, path: Path) -> Path:
     with torch.no_grad():
         program = torch.export.export(decoder, example, dynamic_shapes=({1: seq}, None), strict=False)
     lowered, _ = lower_method(recipe, "text_decoder", program)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        to_executorch({"forward": lowered}, {}).write_to_file(f)
-    return path
-
-
-def _timed(method, inputs: list, reps: int) -> tuple[list[float], dict[str, Any]]:
-    method.execute(inputs)  # warm-up: XNNPACK packs on first run
-
-    def run() -> list[float]:
-        times = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            method.execute(inputs)
-            times.append(time.perf_counter() - start)
-        return times
-
-    return checked(run)
+    return write_program(lowered, path)
 
 
 def layer_decode_ms(kv_cache_dtype: str, threads: int, cache_dir: Path, reps: int) -> dict[str, Any]:
     """One token through one layer after each context length (ms), median of `reps`."""
     import torch
 
-    path = cache_dir / f"decode-layer-{kv_cache_dtype}.pte"
-    if not path.exists():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            export_one_layer(kv_cache_dtype, path)
-    method = _load(path, threads)
+    path = export_once(cache_dir / f"decode-layer-{kv_cache_dtype}.pte", lambda p: export_one_layer(kv_cache_dtype, p))
+    method = load_forward(path, threads)
     x = torch.randn(1, 1, official_text_config().hidden_size)
     out: dict[str, Any] = {}
     for context in CONTEXTS:
         # custom_sdpa reads cache slots [0, start]: the position alone sets how much attention reads.
-        times, check = _timed(method, [x, torch.tensor([context], dtype=torch.long)], reps)
+        times, check = time_calls(method, [x, torch.tensor([context], dtype=torch.long)], reps)
         out[str(context)] = {**summary([t * 1e3 for t in times], "ms"), "cotenant": check}
     return out
 
@@ -115,27 +95,12 @@ def lm_head_ms(kind: str, threads: int, cache_dir: Path, reps: int) -> dict[str,
     import torch
 
     rows, k, n = LM_HEAD_SHAPE
-    path = cache_dir / f"lm-head-{kind}-{rows}x{k}x{n}.pte"
-    if not path.exists():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            export_linear(kind, LM_HEAD_SHAPE, path)
-    times, check = _timed(_load(path, threads), [torch.randn(rows, k)], reps)
-    weight_bytes = k * n // 2 + (k // 32) * n * 4 if kind == "int4_8da4w" else k * n + n * 4  # + fp32 scales
+    path = export_once(cache_dir / f"lm-head-{kind}-{rows}x{k}x{n}.pte", lambda p: export_linear(kind, LM_HEAD_SHAPE, p))
+    times, check = time_calls(load_forward(path, threads), [torch.randn(rows, k)], reps)
+    weight_bytes = packed_weight_bytes(k, n, LM_HEAD_KINDS[kind][1])
     ms = summary([t * 1e3 for t in times], "ms")
     return {**ms, "weight_bytes": weight_bytes, "gb_per_s": weight_bytes / (ms["median"] * 1e-3) / 1e9,
             "cotenant": check}
-
-
-def _load(path: Path, threads: int):
-    from megrez_mobile.runtime.session import load_runtime_kernels
-
-    load_runtime_kernels()
-    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-    from executorch.runtime import Runtime
-
-    _unsafe_reset_threadpool(threads)
-    return Runtime.get().load_program(path).load_method("forward")
 
 
 def kv_bytes_per_layer(kv_cache_dtype: str, context: int) -> int:
@@ -160,7 +125,8 @@ def predict(parts: dict[str, Any], layers: int) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--reps", type=int, default=15)
+    # Each call takes 1-10 ms: 15 repetitions gave medians 20-40 % off a 100-repetition run on the same machine.
+    parser.add_argument("--reps", type=int, default=100)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "megrez-decode-parts")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON results here")
     args = parser.parse_args()
@@ -183,7 +149,7 @@ def main() -> int:
         print(f"one layer, {kv} KV: {layer['128']['median']:.2f} ms after 128, {layer['2048']['median']:.2f} ms "
               f"after 2048 positions; the 1,920 extra positions cost {extra:.2f} ms for {extra_bytes / 1e6:.1f} MB "
               f"(floor {extra_bytes / gbs / 1e6:.2f} ms)")
-    for kind, label in LM_HEAD_KINDS.items():
+    for kind, (label, _bits) in LM_HEAD_KINDS.items():
         head = parts["lm_head"][kind]
         print(f"lm_head {label}: {head['median']:.2f} ms, {head['weight_bytes'] / 1e6:.0f} MB, "
               f"{head['gb_per_s']:.1f} GB/s")

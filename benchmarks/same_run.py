@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.anchors import executorch_stock, llama_cpp, machine, stock_multimodal  # noqa: E402
-from benchmarks.anchors.machine import checked, summary  # noqa: E402
+from benchmarks.anchors.machine import checked, packed_weight_bytes, summary  # noqa: E402
 
 CLI = str(Path(sys.executable).with_name("megrez-mobile"))  # the SDK's CLI from the same environment
 RECIPE = "xnnpack-8da4w"
@@ -211,8 +211,8 @@ def our_bytes_per_token(config, contexts=CONTEXTS, kv_bytes_per_element: float =
     kv = t.num_key_value_heads * (t.hidden_size // t.num_attention_heads)
     block = t.num_hidden_layers * (t.hidden_size * (t.hidden_size * 2 + kv * 2) + 3 * t.hidden_size *
                                    t.intermediate_size)
-    lm_head = t.vocab_size * t.hidden_size + 4 * t.vocab_size
-    weights = block * 4.5 / 8 + lm_head + t.hidden_size
+    # `block` counts all the layers' weights: as one [block x 1] 4-bit matrix it has the same bytes.
+    weights = packed_weight_bytes(block, 1, 4) + packed_weight_bytes(t.hidden_size, t.vocab_size, 8) + t.hidden_size
     per_position = t.num_hidden_layers * 2 * kv * kv_bytes_per_element
     return {f"ctx{c}": weights + per_position * c for c in contexts} | {"weights": weights}
 

@@ -174,12 +174,67 @@ GEMM_KINDS = {
 }
 
 
+def packed_weight_bytes(in_features: int, out_features: int, bits: int) -> float:
+    """Bytes XNNPACK reads for one linear's packed weights: 4-bit in groups of 32 with a bf16 scale each (4.5 bits a
+    weight), 8-bit per output channel with a float32 scale per row."""
+    if bits == 4:
+        return in_features * out_features * 4.5 / 8
+    return in_features * out_features + 4 * out_features
+
+
+def write_program(lowered, path: Path) -> Path:
+    """One lowered method as the `forward` of a .pte at `path`."""
+    from megrez_mobile.export.lowering import to_executorch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        to_executorch({"forward": lowered}, {}).write_to_file(f)
+    return path
+
+
+def export_once(path: Path, export: Callable[[Path], Any]) -> Path:
+    """`export(path)` unless `path` already exists (a cache keyed by its name)."""
+    if not path.exists():
+        with warnings.catch_warnings():  # torchao's deprecation chatter, once per quantized tensor
+            warnings.simplefilter("ignore")
+            export(path)
+    return path
+
+
+def load_forward(path: Path, threads: int):
+    """The `forward` method of a .pte, with our runtime kernels registered and `threads` threads."""
+    from megrez_mobile.runtime.session import load_runtime_kernels
+
+    load_runtime_kernels()
+    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+    from executorch.runtime import Runtime
+
+    _unsafe_reset_threadpool(threads)
+    return Runtime.get().load_program(path).load_method("forward")
+
+
+def time_calls(method, inputs: list, reps: int) -> tuple[list[float], dict[str, Any]]:
+    """Seconds of each of `reps` calls after one warm-up call (XNNPACK packs on the first), with the co-tenant
+    check over them."""
+    method.execute(inputs)
+
+    def run() -> list[float]:
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            method.execute(inputs)
+            times.append(time.perf_counter() - start)
+        return times
+
+    return checked(run)
+
+
 def export_linear(kind: str, shape: tuple[int, int, int], path: Path) -> Path:
     """One nn.Linear quantized by the named recipe's rule and lowered by our own partitioners into a .pte."""
     import torch
     from torch import nn
 
-    from megrez_mobile.export.lowering import lower_method, to_executorch
+    from megrez_mobile.export.lowering import lower_method
     from megrez_mobile.export.quantize import quantize_modules
     from megrez_mobile.export.recipe import Recipe
 
@@ -194,10 +249,7 @@ def export_linear(kind: str, shape: tuple[int, int, int], path: Path) -> Path:
     with torch.no_grad():
         program = torch.export.export(linear.eval(), (torch.randn(rows, k),), strict=False)
     lowered, _ = lower_method(recipe, method, program)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        to_executorch({"forward": lowered}, {}).write_to_file(f)
-    return path
+    return write_program(lowered, path)
 
 
 def gemm_ceiling(kind: str, threads: int, cache_dir: Path, shape: tuple[int, int, int] = GEMM_SHAPE,
@@ -205,32 +257,9 @@ def gemm_ceiling(kind: str, threads: int, cache_dir: Path, shape: tuple[int, int
     """GOP/s (2 * rows * in * out per call) of one linear of `kind`, median over `reps` after a warm-up."""
     import torch
 
-    from megrez_mobile.runtime.session import load_runtime_kernels
-
     rows, k, n = shape
-    path = cache_dir / f"gemm-{kind}-{rows}x{k}x{n}.pte"
-    if not path.exists():
-        with warnings.catch_warnings():  # torchao's deprecation chatter, once per quantized tensor
-            warnings.simplefilter("ignore")
-            export_linear(kind, shape, path)
-    load_runtime_kernels()
-    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-    from executorch.runtime import Runtime
-
-    _unsafe_reset_threadpool(threads)
-    method = Runtime.get().load_program(path).load_method("forward")
-    x = torch.randn(rows, k)
-    method.execute([x])
-
-    def run() -> list[float]:
-        times = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            method.execute([x])
-            times.append(time.perf_counter() - start)
-        return times
-
-    times, check = checked(run)
+    path = export_once(cache_dir / f"gemm-{kind}-{rows}x{k}x{n}.pte", lambda p: export_linear(kind, shape, p))
+    times, check = time_calls(load_forward(path, threads), [torch.randn(rows, k)], reps)
     ops = 2.0 * rows * k * n
     return {**summary([ops / t / 1e9 for t in times], "GOP/s"), "kind": kind, "shape": list(shape),
             "threads": threads, "cotenant": check}
