@@ -11,6 +11,7 @@ generated are reused as their exact token ids), so a multi-turn chat costs only 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -152,7 +153,7 @@ class Bundle:
                              f"{slice_chw.dtype} {list(slice_chw.shape)}. Use MegrezProcessor.slice_image.")
         return self.run("vision_encoder", slice_chw.unsqueeze(0).to(self.vision_pixel_dtype).contiguous())
 
-    @property
+    @functools.cached_property
     def vision_pixel_dtype(self) -> torch.dtype:
         """What vision_encoder takes, read from the program as runners do: uint8, or float32 (the same 0-255
         values) where it runs on Core ML, which has no uint8 inputs."""
