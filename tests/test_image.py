@@ -515,3 +515,25 @@ def test_custom_max_pixels():
 def test_unsupported_input_type():
     with pytest.raises(ImageError, match="unsupported image input of type int"):
         load_image(42)  # type: ignore[arg-type]
+
+
+def test_max_slice_patches_bounds_every_slice_the_slicer_makes():
+    """The exported vision program is memory-planned for max_slice_patches (not max_slice_side², 15× more): no
+    source or slice of any image may exceed it, and none has fewer than the program's 2."""
+    from megrez_mobile.processing.image import max_slice_patches
+
+    config = ImageProcessingConfig()
+    most = max_slice_patches(config)
+    # 448² / 14² = 1024 before rounding; each side rounds to the nearest patch, so a long thin slice gets a bit more.
+    assert most == 1080
+    rng = np.random.default_rng(7)
+    ratios = np.exp(rng.uniform(-np.log(80), np.log(80), 3000))
+    sizes = [(max(1, int(w)), max(1, int(w / r))) for w, r in zip(rng.integers(1, 16000, 3000), ratios)]
+    sizes += [(w, h) for w in range(1, 700, 3) for h in range(1, 700, 7)]
+    seen = []
+    for w, h in sizes:
+        source, slices, _ = slice_sizes(w, h, config)
+        seen += [(a // 14) * (b // 14) for a, b in [source, *slices]]
+    assert 2 <= min(seen) and max(seen) <= most, (min(seen), max(seen))
+    assert max(seen) > 1024  # the rounding excess is real, so the bound is not just the area
+    assert max_slice_patches(ImageProcessingConfig(scale_resolution=56)) < most  # it follows the config
