@@ -22,7 +22,8 @@ from megrez_mobile.logs import quiet_library_logs  # noqa: E402
 quiet_library_logs()
 from megrez_mobile.config import MegrezConfig, PreprocessorConfig  # noqa: E402
 from megrez_mobile.export import lowering  # noqa: E402
-from megrez_mobile.export.programs import VisionEncoder, method_specs  # noqa: E402
+from megrez_mobile.export import pipeline  # noqa: E402
+from megrez_mobile.export.programs import method_specs  # noqa: E402
 from megrez_mobile.export.quantize import quantize_modules  # noqa: E402
 from megrez_mobile.export.recipe import Recipe  # noqa: E402
 from megrez_mobile.harness.memory import MIB, ProcessMemory, planned_memory  # noqa: E402
@@ -55,9 +56,7 @@ quantize_modules(recipe, model.vision, prefix="vision")
 spec = next(s for s in method_specs(model, recipe, PreprocessorConfig.from_pretrained(ns.checkpoint))
             if s.name == "vision_encoder")
 t0 = time.time()
-with torch.no_grad():
-    ep = torch.export.export(VisionEncoder(model).eval(), spec.example_inputs, dynamic_shapes=spec.dynamic_shapes,
-                             strict=False)
+ep = pipeline.torch_export(spec)
 lowered, cov = lowering.lower_method(recipe, "vision_encoder", ep)
 prog = lowering.to_executorch({"vision_encoder": lowered}, {})
 path = Path(tempfile.mkdtemp(prefix="megrez-vision-bench-")) / "vision_encoder.pte"

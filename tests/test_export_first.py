@@ -106,3 +106,40 @@ def test_the_core_ml_vision_program_takes_float_pixels_and_matches_eager(model, 
     for rows, cols in [(46, 22), (1, 90), (2, 1)]:
         x = torch.randint(0, 256, (1, 3, rows * 14, cols * 14), dtype=torch.uint8)
         torch.testing.assert_close(program(x.float())[0], model.vision(x), atol=1e-5, rtol=1e-5)
+
+
+def test_the_xnnpack_vision_program_sizes_patch_tensors_by_the_slicers_bound(model, tiny_checkpoint):
+    """Rows and cols are two dims, each up to max_slice_side / 14, so a [rows·cols, D] tensor would be planned (by
+    ExecuTorch and inside XNNPACK) for 16,384 patches. The exported method narrows the patches to a count of its
+    own, bounded by max_slice_patches: no float tensor may depend on both grid dims, and every patch-count dim is
+    bounded by it. It still gives the eager encoder's output for every slice size the slicer can make."""
+    from megrez_mobile.export.pipeline import torch_export
+    from megrez_mobile.export.programs import method_specs
+    from megrez_mobile.export.recipe import Recipe
+    from megrez_mobile.processing.image import max_slice_patches
+    from megrez_mobile.processing.processor import MegrezProcessor
+
+    preprocessor = MegrezProcessor.from_pretrained(tiny_checkpoint).config
+    spec = next(s for s in method_specs(model, Recipe.load("xnnpack-8da4w"), preprocessor)
+                if s.name == "vision_encoder")
+    program = torch_export(spec)
+    rows, cols = (d.node.expr for d in program.graph_module.graph.find_nodes(op="placeholder")[-1]
+                  .meta["val"].shape[2:])
+    grid = rows.free_symbols | cols.free_symbols
+    counts, env = set(), None
+    for node in program.graph.nodes:
+        val = node.meta.get("val")
+        if not isinstance(val, torch.Tensor):
+            continue
+        symbols = set().union(*(d.node.expr.free_symbols for d in val.shape if isinstance(d, torch.SymInt)))
+        if val.dtype.is_floating_point:
+            assert not grid <= symbols, (node.name, val.shape)
+        for d in val.shape:
+            if isinstance(d, torch.SymInt) and not d.node.expr.free_symbols & grid:
+                counts.add(d.node.expr)
+                env = d.node.shape_env
+    assert counts and {int(env.bound_sympy(c).upper) for c in counts} == {max_slice_patches(preprocessor.image)}
+    module = program.module()
+    for r, c in [(46, 22), (1, 90), (2, 1), (32, 33)]:
+        x = torch.randint(0, 256, (1, 3, r * 14, c * 14), dtype=torch.uint8)
+        torch.testing.assert_close(module(x)[0], model.vision(x), atol=1e-5, rtol=1e-5)

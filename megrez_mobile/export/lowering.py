@@ -7,6 +7,7 @@ on ExecuTorch's portable/quantized kernels, as in ExecuTorch's own LLM exports.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -117,6 +118,30 @@ def drop_scalar_asserts(graph_module: torch.fx.GraphModule):
     return PassResult(graph_module, bool(asserts))
 
 
+@contextlib.contextmanager
+def nonempty_unbacked_sizes_delegated():
+    """Let XNNPACK's partitioner take tensors whose unbacked sizes cannot be 0.
+
+    It refuses any tensor with an unbacked (data-dependent) size, because such a size could be 0 and XNNPACK has no
+    empty tensors. The vision encoder's patch count is unbacked on purpose and asserted >= 2
+    (`model.vision.bounded_patch_count`); refused, its whole graph ran outside XNNPACK. A size whose range
+    includes 0 is still refused.
+    """
+    from executorch.backends.xnnpack.partition.config import xnnpack_config
+    from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
+
+    def may_be_empty(value: torch.Tensor) -> bool:
+        envs = [d.node.shape_env for d in value.shape if isinstance(d, torch.SymInt)]
+        return any(not envs or envs[0].var_to_range[s].lower < 1 for s in free_unbacked_symbols(value))
+
+    original = xnnpack_config.has_free_unbacked_symbols
+    xnnpack_config.has_free_unbacked_symbols = may_be_empty
+    try:
+        yield
+    finally:
+        xnnpack_config.has_free_unbacked_symbols = original
+
+
 def lower_method(recipe: Recipe, method: str, program: ExportedProgram) -> tuple[ExportedProgram, Coverage]:
     """Lower one exported method to the edge dialect with its delegates; returns the edge program."""
     edge = _lower(recipe, method, program, name=method)
@@ -139,12 +164,13 @@ def _lower(recipe: Recipe, method: str, program: ExportedProgram, name: str, gen
 
     ranges = _symbol_ranges(program)
     try:
-        edge = to_edge_transform_and_lower(
-            {name: program}, transform_passes=[infer_symbolic_view_dims] + (
-                [drop_scalar_asserts] if recipe.method_backend(method) == "coreml" else []),
-            partitioner={name: partitioners(recipe, method)},
-            compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
-            generate_etrecord=generate_etrecord)
+        with nonempty_unbacked_sizes_delegated():
+            edge = to_edge_transform_and_lower(
+                {name: program}, transform_passes=[infer_symbolic_view_dims] + (
+                    [drop_scalar_asserts] if recipe.method_backend(method) == "coreml" else []),
+                partitioner={name: partitioners(recipe, method)},
+                compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
+                generate_etrecord=generate_etrecord)
     except Exception as e:  # noqa: BLE001 - re-raised with the method and backend named
         raise ExportError(f"lowering {method} for {recipe.method_backend(method)} failed: "
                           f"{type(e).__name__}: {e}") from e

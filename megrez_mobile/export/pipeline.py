@@ -125,7 +125,7 @@ def export_method_for_debugging(checkpoint_dir: str | Path, recipe: Recipe, meth
     specs = method_specs(model, recipe, processor.config)
     spec = next(s for s in specs if s.name == method)
     _load_and_quantize(spec, model, _WeightStreamer(model, index, expected, None), recipe, lambda _: None)
-    return lower_for_debugging(recipe, method, _torch_export(spec))
+    return lower_for_debugging(recipe, method, torch_export(spec))
 
 
 # --- weights ------------------------------------------------------------------------------------------------------
@@ -196,12 +196,13 @@ def _load_and_quantize(spec: MethodSpec, model: MegrezOmni, weights: _WeightStre
 # --- export + lowering ------------------------------------------------------------------------------------------
 def _export_one(spec: MethodSpec, recipe: Recipe, say: StageFn):
     say(f"{spec.name}: torch.export")
-    exported = _torch_export(spec)
+    exported = torch_export(spec)
     say(f"{spec.name}: lowering to {recipe.method_backend(spec.name)}")
     return lower_method(recipe, spec.name, exported)
 
 
-def _torch_export(spec: MethodSpec):
+def torch_export(spec: MethodSpec):
+    """torch.export of one method as the bundle exports it (size-oblivious where the spec asks for it)."""
     import torch.fx.experimental._config as fx_config
 
     module = spec.build().eval()

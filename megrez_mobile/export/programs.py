@@ -20,6 +20,7 @@ from ..model.decoder import MegrezLLM, apply_rope, rope_cos_sin
 from ..model.omni import MegrezOmni
 from ..model.vision import PackedMultiheadAttention
 from ..processing.audio import LogMelSpectrogram
+from ..processing.image import max_slice_patches
 from .recipe import KV_CACHE_DTYPES, Recipe
 
 
@@ -145,17 +146,35 @@ class SplitInProjection(PackedMultiheadAttention):
         return self.in_proj[which](x)
 
 
+def patch_linear(conv: nn.Conv2d) -> nn.Linear:
+    """The patch convolution (kernel = stride) as an nn.Linear over flattened patches, the same weights: a reshaped
+    parameter would reach XNNPACK as a computed tensor it cannot pack, and the matmul would run unaccelerated."""
+    with torch.no_grad():
+        linear = nn.Linear(conv.weight[0].numel(), conv.out_channels, bias=conv.bias is not None)
+        linear.weight.copy_(conv.weight.reshape(conv.out_channels, -1))
+        if conv.bias is not None:
+            linear.bias.copy_(conv.bias)
+    return linear.to(conv.weight.dtype)
+
+
 class VisionEncoder(nn.Module):
     """One slice [1, 3, H, W] of 0-255 pixels (H, W multiples of 14) -> [1, 64, D]; grid, position ids, table
     in-graph. uint8 everywhere but Core ML, which takes float32 pixels (see `method_specs`)."""
 
-    def __init__(self, model: MegrezOmni):
+    def __init__(self, model: MegrezOmni, max_patches: int | None = None):
         super().__init__()
         # Shallow copies, so the eager model keeps its own (checkpoint-shaped) attention module.
         resampler = copy.copy(model.vision.resampler)
         resampler._modules = {**resampler._modules, "attn": SplitInProjection(model.vision.resampler.attn)}
         self.vision = copy.copy(model.vision)
         self.vision._modules = {**self.vision._modules, "resampler": resampler}
+        self.vision.max_patches = max_patches
+        if max_patches is not None:  # the patch-count path (VisionModel.forward) embeds patches with a linear map
+            embeddings = copy.copy(model.vision.vpm.embeddings)
+            embeddings._modules = {**embeddings._modules, "patch_embedding": patch_linear(embeddings.patch_embedding)}
+            vpm = copy.copy(model.vision.vpm)
+            vpm._modules = {**vpm._modules, "embeddings": embeddings}
+            self.vision._modules["vpm"] = vpm
 
     def forward(self, slice_chw: torch.Tensor) -> torch.Tensor:
         return self.vision(slice_chw).unsqueeze(0)
@@ -203,8 +222,11 @@ def method_specs(model: MegrezOmni, recipe: Recipe, preprocessor: PreprocessorCo
     if recipe.method_backend("vision_encoder") == "coreml":
         pixel_dtype = torch.float32
         pixel_dims = {2: Dim("height", min=patch, max=patch * side), 3: Dim("width", min=patch, max=patch * side)}
+        # Core ML plans its own memory and takes no data-dependent size (bounded_patch_count) in its one model.
+        max_patches = None
     else:
         pixel_dtype, pixel_dims = torch.uint8, {2: patch * rows, 3: patch * cols}
+        max_patches = max_slice_patches(preprocessor.image)
     max_pairs = cfg.audio.n_ctx  # 1500 encoder positions = 3000 mel frames = 30 s
     mel_pairs = Dim("mel_pairs", min=2, max=max_pairs)
     audio = preprocessor.audio
@@ -214,7 +236,7 @@ def method_specs(model: MegrezOmni, recipe: Recipe, preprocessor: PreprocessorCo
                    ({0: samples},), ()),
         MethodSpec("token_embedding", lambda: TokenEmbedding(model), (torch.zeros(1, 4, dtype=torch.long),),
                    ({1: seq},), ("llm.model.embed_tokens.",)),
-        MethodSpec("vision_encoder", lambda: VisionEncoder(model),
+        MethodSpec("vision_encoder", lambda: VisionEncoder(model, max_patches),
                    (torch.zeros(1, 3, 4 * patch, 3 * patch, dtype=pixel_dtype),), (pixel_dims,), ("vision.",),
                    size_oblivious=True),
         MethodSpec("audio_encoder", lambda: AudioEncoder(model), (torch.zeros(1, cfg.audio.n_mels, 200),),

@@ -34,8 +34,9 @@ def navit_position_ids(h_patches: int, w_patches: int, num_patches_per_side: int
     return (rows[:, None] * num_patches_per_side + cols[None, :]).reshape(-1)
 
 
-def sincos_2d(h: int, w: int, dim: int) -> torch.Tensor:
-    """MiniCPM-V 2.6 (version (2,5)) 2D sin-cos table for an (h × w) grid, row-major [h·w, dim].
+def sincos_2d(h: int, w: int, dim: int, count: int | None = None) -> torch.Tensor:
+    """MiniCPM-V 2.6 (version (2,5)) 2D sin-cos table for an (h × w) grid, row-major [h·w, dim] (its first `count`
+    rows if given: the exported program passes the bounded patch count, see `bounded_patch_count`).
 
     The first half of the channels encodes the column index, the second half the row index; each half is
     [sin(p·ω_k)] ++ [cos(p·ω_k)] with ω_k = 10000^(-k / (dim/4)). Computed from the shape, so no 70×70 cap.
@@ -48,7 +49,7 @@ def sincos_2d(h: int, w: int, dim: int) -> torch.Tensor:
         return torch.cat((out.sin(), out.cos()), dim=-1)
 
     # Per-patch row/col indices first, so the [h·w, dim] table is built by elementwise ops only (no expand).
-    patch = torch.arange(h * w)
+    patch = torch.arange(h * w if count is None else count)
     row, col = patch // w, patch % w
     return torch.cat((encode(col.float()), encode(row.float())), dim=-1)
 
@@ -67,6 +68,19 @@ class SiglipEmbeddings(nn.Module):
         x = self.patch_embedding(pixels.to(self.patch_embedding.weight.dtype)).flatten(2).transpose(1, 2)
         ids = navit_position_ids(h, w, self.num_patches_per_side).to(pixels.device)
         return x + self.position_embedding(ids)[None]
+
+    def embed_patches(self, patches: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Normalised patches [N, 3·p·p] (`patchify`; the first N of an h×w grid) -> embeddings [N, D].
+
+        The patch convolution (kernel = stride = p) as the linear map it is, so that the patch count can be a dim
+        of its own (`bounded_patch_count`) rather than the product of the grid's two."""
+        proj = self.patch_embedding
+        if isinstance(proj, nn.Conv2d):  # the checkpoint's module, in eager use
+            x = F.linear(patches.to(proj.weight.dtype), proj.weight.reshape(proj.out_channels, -1), proj.bias)
+        else:  # the exporter's nn.Linear of the same weights (export.programs.VisionEncoder), which XNNPACK packs
+            x = proj(patches.to(proj.weight.dtype))
+        ids = navit_position_ids(h, w, self.num_patches_per_side).to(patches.device)[: patches.shape[0]]
+        return x + self.position_embedding(ids)
 
 
 class SiglipAttention(nn.Module):
@@ -130,7 +144,10 @@ class SiglipVisionTransformer(nn.Module):
         self.layers_used = layers_used
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = self.embeddings(pixels)
+        return self.encode(self.embeddings(pixels))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch embeddings [1, N, D] -> hidden states [1, N, D]."""
         for layer in self.encoder.layers[: self.layers_used]:
             x = layer(x)
         return self.post_layernorm(x)
@@ -178,7 +195,7 @@ class Resampler(nn.Module):
     def forward(self, patches: torch.Tensor, h_patches: int, w_patches: int) -> torch.Tensor:
         """patches [h·w, kv_dim] -> [num_queries, embed_dim]."""
         x = self.ln_kv(self.kv_proj(patches))
-        pos = sincos_2d(h_patches, w_patches, self.embed_dim).to(device=x.device, dtype=x.dtype)
+        pos = sincos_2d(h_patches, w_patches, self.embed_dim, count=patches.shape[0]).to(device=x.device, dtype=x.dtype)
         out = self.attn(self.ln_q(self.query), x + pos, x)
         return self.ln_post(out) @ self.proj
 
@@ -191,14 +208,47 @@ class VisionModel(nn.Module):
         self.patch_size = cfg.vision.patch_size
         self.vpm = SiglipVisionTransformer(cfg.vision, cfg.vision_layers_used)
         self.resampler = Resampler(cfg.query_num, cfg.text.hidden_size, cfg.resampler_heads, cfg.vision.hidden_size)
+        # Set by the exporter for XNNPACK/portable (processing.image.max_slice_patches): the patch count becomes a
+        # dim of its own with this bound. None in eager use and on Core ML: the checkpoint's patch convolution.
+        self.max_patches: int | None = None
 
     def forward(self, slice_chw: torch.Tensor) -> torch.Tensor:
+        h, w = slice_chw.shape[-2] // self.patch_size, slice_chw.shape[-1] // self.patch_size
         pixels = slice_chw.reshape(1, 3, slice_chw.shape[-2], slice_chw.shape[-1])
         # (x - 127.5) / 127.5 == ToTensor then mean/std 0.5, done by the official model (vLLM get_vision_hidden_states).
-        pixels = (pixels.float() - 127.5) / 127.5
-        h, w = pixels.shape[2] // self.patch_size, pixels.shape[3] // self.patch_size
-        patches = self.vpm(pixels)[0]
-        return self.resampler(patches, h, w)
+        if self.max_patches is None:
+            hidden = self.vpm((pixels.float() - 127.5) / 127.5)[0]
+        else:  # the XNNPACK/portable export: the same math on the first `count` (= h·w) patches
+            patches = patchify(pixels, self.patch_size).narrow(0, 0, bounded_patch_count(h, w, self.max_patches))
+            embedded = self.vpm.embeddings.embed_patches((patches.float() - 127.5) / 127.5, h, w)
+            hidden = self.vpm.encode(embedded[None])[0]
+        return self.resampler(hidden, h, w)
+
+
+def patchify(pixels: torch.Tensor, patch: int) -> torch.Tensor:
+    """[1, C, h·p, w·p] -> [h·w, C·p·p]: row-major patches, each flattened in the patch convolution's weight order."""
+    c, h, w = pixels.shape[1], pixels.shape[2] // patch, pixels.shape[3] // patch
+    grid = pixels.reshape(c, h, patch, w, patch).permute(1, 3, 0, 2, 4)
+    # Copied into a new tensor, not .contiguous() or .reshape(): their contiguity check made torch.export
+    # specialise away slices one patch wide, which the slicer makes.
+    out = torch.empty((h, w, c, patch, patch), dtype=pixels.dtype, device=pixels.device).copy_(grid)
+    return out.view(h * w, c * patch * patch)
+
+
+def bounded_patch_count(h: int, w: int, max_patches: int) -> int:
+    """h·w, computed from data so that the exporter sees a new size bounded by max_patches.
+
+    Exported with rows and cols as two dims, every [h·w, D] tensor is planned at the product of their bounds:
+    (1792/14)² = 16,384 patches, where the slicer never makes more than 1,080. ExecuTorch's arena and XNNPACK's
+    workspace (which keeps each tensor at the size it was defined with) both sized for that held ~0.6 GiB after
+    one image (BENCHMARKS.md). Shapes derived from this count are planned at max_patches instead."""
+    count = torch.ones(h, w, dtype=torch.int32).sum().item()
+    # At least 2, as for the grid's own dims (exported size-oblivious): torchao's dynamic quantization branches on
+    # "rows != 1". Slices of one patch are refused before they get here (`check_slice_shape`).
+    torch._check(count >= 2)
+    torch._check(count <= max_patches)
+    torch._check(count <= h * w)
+    return count
 
 
 def check_slice_shape(slice_chw: torch.Tensor, patch_size: int) -> None:
