@@ -186,7 +186,7 @@ class ImageProcessingConfig:
     # Refuse images larger than this before decoding them (decompression bombs); 64 MP covers any phone camera.
     max_pixels: int = bounded(1, 1 << 30, default=64_000_000)
     # Longest side of any slice, in pixels (a multiple of patch_size). The exported vision program is sized for
-    # it: what the delegate does not run is memory-planned at max_slice_side². Only images more elongated than
+    # it (its patch tensors by processing.image.max_slice_patches, the area bound). Only images more elongated than
     # 16:1 reach it (448·√16 = 1792); they are scaled down to fit, where the official processor would not.
     max_slice_side: int = bounded(1, 1 << 14, default=1792)
 

@@ -122,3 +122,19 @@ def test_manifest_describes_the_front_end(bundle_8da4w, tiny_model):
     assert set(methods) == {"token_embedding", "text_decoder", "vision_encoder", "audio_encoder", "audio_preprocessor"}
     assert methods["text_decoder"].coverage_percent > 60 and methods["vision_encoder"].coverage_percent > 70
     json.loads((bundle_8da4w / "manifest.json").read_text())  # plain JSON an app can parse
+
+
+def test_vision_encoder_takes_slices_up_to_the_slicers_bound(q8da4w, tiny_model):
+    """The program is sized for max_slice_patches (1,080), not max_slice_side² (16,384): a slice at the bound
+    matches eager, and Bundle refuses one over it (or of one patch) with the limit, before the program sees it."""
+    from megrez_mobile.errors import ImageError
+    from megrez_mobile.processing.image import max_slice_patches
+
+    most = max_slice_patches(q8da4w.processor.config.image)
+    assert most == 1080
+    at_bound = torch.randint(0, 256, (3, 14 * 40, 14 * 27), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    got, ref = q8da4w.encode_image_slice(at_bound)[0], tiny_model.encode_image_slice(at_bound)
+    assert float(F.cosine_similarity(got.flatten(), ref.flatten(), dim=0)) >= 0.98
+    for rows, cols in ((41, 27), (1, 1)):
+        with pytest.raises(ImageError, match="2 to 1080 patches"):
+            q8da4w.encode_image_slice(torch.zeros(3, 14 * rows, 14 * cols, dtype=torch.uint8))

@@ -24,6 +24,7 @@ from ..config import PreprocessorConfig
 from ..errors import AudioError, BundleError, ContextOverflowError, ImageError, InputError
 from ..logs import quiet_library_logs, quiet_native_logs
 from ..model.generation import GenerationResult, SamplingConfig, StreamFn, check_max_new_tokens, generate
+from ..processing.image import max_slice_patches
 from ..processing.processor import Message, MegrezInputs, MegrezProcessor, Segment
 from ..processing.tokenizer import MegrezTokenizer
 
@@ -147,10 +148,16 @@ class Bundle:
 
     def encode_image_slice(self, slice_chw: torch.Tensor) -> torch.Tensor:
         """uint8 [3, H, W] -> [1, 64, D]."""
-        side = self.processor.config.image.max_slice_side
+        image = self.processor.config.image
+        side, most, patch = image.max_slice_side, max_slice_patches(image), image.patch_size
         if slice_chw.dtype != torch.uint8 or slice_chw.dim() != 3 or max(slice_chw.shape[1:]) > side:
             raise ImageError(f"vision_encoder takes one uint8 [3, H, W] slice with sides <= {side}; got "
                              f"{slice_chw.dtype} {list(slice_chw.shape)}. Use MegrezProcessor.slice_image.")
+        patches = (slice_chw.shape[1] // patch) * (slice_chw.shape[2] // patch)
+        if not 2 <= patches <= most:
+            raise ImageError(f"vision_encoder takes slices of 2 to {most} patches of {patch}×{patch} px (the most "
+                             f"the slicer makes; the program is sized for it); got {list(slice_chw.shape)}, "
+                             f"{patches} patches. Use MegrezProcessor.slice_image.")
         return self.run("vision_encoder", slice_chw.unsqueeze(0).to(self.vision_pixel_dtype).contiguous())
 
     @functools.cached_property
