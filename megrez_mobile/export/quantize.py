@@ -117,7 +117,42 @@ def quantize_modules(recipe: Recipe, model: nn.Module, prefix: str = "",
         if requested.scheme == "none":
             continue
         scheme, reason = fallback_scheme(backend, requested, module.weight.shape[-1], module_kind(module))
-        # In place: the module keeps its identity, its weight becomes a torchao quantized tensor.
-        quantize_(module, _torchao_config(scheme, scheme.group_size), filter_fn=lambda _m, _fqn: True)
+        _quantize_in_row_blocks(module, _torchao_config(scheme, scheme.group_size))
         done.append(QuantizedLayer(name, scheme, requested if reason else None, reason))
     return done
+
+
+# torchao's quantize_ holds about three float copies of a weight while it quantizes it: ~4 GB for the full-size
+# LM head or token table (1.26 GB each in fp32), the largest transient of the export (BENCHMARKS.md). Every scheme
+# here quantizes each row on its own (per row, or per group along the row), so row blocks give the same numbers.
+ROW_BLOCK_ELEMENTS = 1 << 25  # 128 MB of fp32 weights per block
+
+
+def _quantize_in_row_blocks(module: nn.Linear | nn.Embedding, config) -> None:
+    """Quantize `module.weight` in place (the module keeps its identity, its weight becomes a torchao quantized
+    tensor), a block of rows at a time when the weight is large, and join the blocks into one tensor."""
+    from torchao.quantization import quantize_
+
+    weight = module.weight
+    rows, width = weight.shape
+    block = max(1, ROW_BLOCK_ELEMENTS // width)
+    if rows <= block:
+        quantize_(module, config, filter_fn=lambda _m, _fqn: True)
+        return
+    parts = []
+    for start in range(0, rows, block):
+        n = min(block, rows - start)
+        # A layer of the same kind holding a view of the rows (quantize_ reads the layer's attributes); no bias:
+        # quantize_ leaves a bias as it is, and the real layer keeps its own.
+        part = (nn.Linear(width, n, bias=False, device="meta") if isinstance(module, nn.Linear)
+                else nn.Embedding(n, width, device="meta"))
+        part.weight = nn.Parameter(weight.detach()[start:start + n], requires_grad=False)
+        quantize_(part, config, filter_fn=lambda _m, _fqn: True)
+        parts.append(part.weight)
+    # The quantized tensor is a wrapper subclass: join its inner tensors (values, scales, zero points) row-wise.
+    quantized_type = type(parts[0])
+    names, meta = parts[0].__tensor_flatten__()
+    inner = {n: torch.cat([getattr(p, n) for p in parts]) for n in names}
+    del parts
+    joined = quantized_type.__tensor_unflatten__(inner, meta, weight.shape, weight.stride())
+    module.weight = nn.Parameter(joined, requires_grad=False)
