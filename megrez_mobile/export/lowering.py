@@ -143,6 +143,36 @@ def nonempty_unbacked_sizes_delegated():
         xnnpack_config.has_free_unbacked_symbols = original
 
 
+@contextlib.contextmanager
+def xnnpack_preprocess_shares_weights():
+    """Let XNNPACK's preprocessing read each partition's weights in place instead of from a deep copy.
+
+    ExecuTorch deep-copies every partition's program (weights included) before any of them is preprocessed, and
+    holds all the copies until the last one is: for the full-size decoder a second copy of its 2.7 GB of quantized
+    weights beside the serialized ones, the export's peak (BENCHMARKS.md). XNNPACK's passes build new tensors
+    rather than change the weights, so the copy keeps its own graph and state dict and shares the tensors, as
+    ExecuTorch's CUDA backend does in its low-memory mode. Bundles are byte-identical either way.
+    """
+    import copy
+
+    from executorch.backends.xnnpack.xnnpack_preprocess import XnnpackBackend
+
+    def copy_sharing_tensors(cls, edge_program: ExportedProgram, compile_specs) -> ExportedProgram:
+        shared = {id(t): t for table in (edge_program.state_dict, edge_program.constants)
+                  for t in table.values() if isinstance(t, torch.Tensor)}
+        return copy.deepcopy(edge_program, shared)
+
+    original = XnnpackBackend.__dict__.get("copy_exported_program_for_preprocess")
+    XnnpackBackend.copy_exported_program_for_preprocess = classmethod(copy_sharing_tensors)
+    try:
+        yield
+    finally:
+        if original is None:
+            del XnnpackBackend.copy_exported_program_for_preprocess
+        else:
+            XnnpackBackend.copy_exported_program_for_preprocess = original
+
+
 def lower_method(recipe: Recipe, method: str, program: ExportedProgram) -> tuple[ExportedProgram, Coverage]:
     """Lower one exported method to the edge dialect with its delegates; returns the edge program."""
     edge = _lower(recipe, method, program, name=method)
@@ -165,7 +195,7 @@ def _lower(recipe: Recipe, method: str, program: ExportedProgram, name: str, gen
 
     ranges = _symbol_ranges(program)
     try:
-        with nonempty_unbacked_sizes_delegated():
+        with nonempty_unbacked_sizes_delegated(), xnnpack_preprocess_shares_weights():
             edge = to_edge_transform_and_lower(
                 {name: program}, transform_passes=[infer_symbolic_view_dims] + (
                     [drop_scalar_asserts] if recipe.method_backend(method) == "coreml" else []),
