@@ -214,14 +214,21 @@ def _hf_whisper_encoder(tiny_model, n_frames: int):
     return enc
 
 
-@pytest.mark.parametrize("n_frames", [152, 400])
-def test_audio_encoder_matches_transformers_whisper(tiny_model, n_frames):
+@pytest.mark.parametrize("n_frames, heads_per_pass", [(152, None), (400, None), (400, 1), (400, 2)])
+def test_audio_encoder_matches_transformers_whisper(tiny_model, n_frames, heads_per_pass):
+    """Also with the heads in passes, as the exporter computes them (ops.attention): the same math."""
     enc = _hf_whisper_encoder(tiny_model, n_frames)
     a = tiny_model.audio.audio
     torch.manual_seed(n_frames)
     mel = torch.randn(1, 128, n_frames) * 0.5
     with torch.no_grad():
-        ours = tiny_model.encode_audio(mel)
+        try:
+            for block in a.blocks:
+                block.attn.heads_per_pass = heads_per_pass
+            ours = tiny_model.encode_audio(mel)
+        finally:
+            for block in a.blocks:
+                block.attn.heads_per_pass = None
         x = enc(mel).last_hidden_state
         x = nn.functional.avg_pool1d(x.transpose(1, 2), 2, 2).transpose(1, 2)
         x = a.proj(a.ln_post(x))[0]
@@ -229,3 +236,19 @@ def test_audio_encoder_matches_transformers_whisper(tiny_model, n_frames):
         theirs = torch.cat([bos[None], x, eos[None]])
     assert ours.shape == (n_frames // 4 + 2, tiny_model.config.text.hidden_size)
     torch.testing.assert_close(ours, theirs, atol=ATOL, rtol=1e-4)
+
+
+def test_attention_passes_bound_the_scores_at_full_size():
+    """At the full-size programs' longest inputs one pass's float32 scores stay within 32 MiB: the speech encoder's
+    20 heads over 1,500 positions run 2 at a time (17 MiB, all at once 172 MiB), the vision tower's 16 over a
+    1,080-patch slice 4 at a time (18 MiB, all at once 71 MiB); and a pass is the same math as all heads."""
+    from megrez_mobile.model.ops import SCORES_BYTES_PER_PASS, attention, heads_per_pass
+
+    assert SCORES_BYTES_PER_PASS == 32 << 20
+    assert heads_per_pass(20, 1500) == 2 and heads_per_pass(16, 1080) == 4
+    assert heads_per_pass(16, 4900) == 1 and heads_per_pass(4, 64) == 4  # at least one head; all when they fit
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(6, 50, 8) for _ in range(3))
+    whole = attention(q, k, v)
+    for step in (1, 2, 3):
+        assert torch.equal(attention(q, k, v, heads_per_pass=step), whole)

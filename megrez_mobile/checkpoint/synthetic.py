@@ -76,7 +76,7 @@ TINY = CheckpointSpec(
     name="tiny", hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
     num_key_value_heads=2, vocab_size=None,
     vision=dict(hidden_size=64, intermediate_size=128, num_attention_heads=2, num_hidden_layers=2),
-    audio=dict(n_state=64, n_head=2, n_layer=2),
+    audio=dict(n_state=64, n_head=4, n_layer=2),
 )
 FULL_SIZE = CheckpointSpec(
     name="full-size", hidden_size=2560, intermediate_size=7168, num_hidden_layers=32, num_attention_heads=40,

@@ -18,6 +18,7 @@ from torch.export import Dim
 from ..config import MegrezConfig, PreprocessorConfig
 from ..model.decoder import MegrezLLM, apply_rope, rope_cos_sin
 from ..model.omni import MegrezOmni
+from ..model.ops import bound_attention_scores
 from ..model.vision import PackedMultiheadAttention
 from ..processing.audio import LogMelSpectrogram
 from ..processing.image import max_slice_patches
@@ -170,6 +171,7 @@ class VisionEncoder(nn.Module):
         self.vision._modules = {**self.vision._modules, "resampler": resampler}
         self.vision.max_patches = max_patches
         if max_patches is not None:  # the patch-count path (VisionModel.forward) embeds patches with a linear map
+            bound_attention_scores(self.vision.vpm, max_patches)
             embeddings = copy.copy(model.vision.vpm.embeddings)
             embeddings._modules = {**embeddings._modules, "patch_embedding": patch_linear(embeddings.patch_embedding)}
             vpm = copy.copy(model.vision.vpm)
@@ -186,6 +188,7 @@ class AudioEncoder(nn.Module):
     def __init__(self, model: MegrezOmni):
         super().__init__()
         self.audio = model.audio
+        bound_attention_scores(self.audio, model.config.audio.n_ctx)  # n_ctx: the most encoder positions (30 s)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         return self.audio(mel)

@@ -18,7 +18,8 @@ from .ops import LayerNorm, attention
 class WhisperAttention(nn.Module):
     def __init__(self, n_state: int, n_head: int):
         super().__init__()
-        self.n_head = n_head
+        self.num_heads = n_head
+        self.heads_per_pass: int | None = None  # all heads at once; the exporter bounds it (ops.attention)
         self.query = nn.Linear(n_state, n_state)
         self.key = nn.Linear(n_state, n_state, bias=False)
         self.value = nn.Linear(n_state, n_state)
@@ -26,12 +27,12 @@ class WhisperAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
-        hd = d // self.n_head
+        hd = d // self.num_heads
         # q and k are each scaled by head_dim^-1/4 before the product, exactly as Qwen-Audio does.
         scale = hd ** -0.25
         # One clip of valid frames attends to all of itself: no mask, so the whole block stays in the delegate.
-        q, k, v = (proj(x).view(t, self.n_head, hd).transpose(0, 1) for proj in (self.query, self.key, self.value))
-        out = attention(q * scale, k * scale, v, scale=1.0)  # [heads, t, hd] (b is 1: one clip per call)
+        q, k, v = (proj(x).view(t, self.num_heads, hd).transpose(0, 1) for proj in (self.query, self.key, self.value))
+        out = attention(q * scale, k * scale, v, scale=1.0, heads_per_pass=self.heads_per_pass)  # [heads, t, hd]
         return self.out(out.transpose(0, 1).reshape(b, t, d))
 
 

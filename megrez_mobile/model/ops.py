@@ -3,7 +3,9 @@
 Whatever a delegate does not run is memory-planned at the *upper bound* of every dynamic dim. SDPA's
 decomposition adds -inf guards over [heads, N, N] and XNNPACK has no layer-norm op, so with a slice of up to
 128×128 patches those ops alone would plan gigabytes. Written as below, every [N, ·] tensor stays inside the
-delegate, which sizes its buffers for the actual input.
+delegate. The delegate sizes its internal tensors at the program's bound too, in one workspace that all
+delegates share and that never shrinks, so the largest one sets it: attention's [heads, N, N] scores, which
+`attention` computes a few heads at a time (`heads_per_pass`).
 """
 
 from __future__ import annotations
@@ -12,14 +14,39 @@ import torch
 from torch import nn
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+# The most bytes one pass of `attention` may give its float32 scores at a program's longest input.
+SCORES_BYTES_PER_PASS = 32 << 20
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None,
+              heads_per_pass: int | None = None) -> torch.Tensor:
     """softmax(q·kᵀ·scale)·v without a mask for [heads, N, d] inputs (scale defaults to 1/√d), as bmm + softmax +
     bmm (the math of F.scaled_dot_product_attention; 3-D so that no expand/reshape lands between the delegated
-    ops). SDPA itself decomposes with -inf guards (eq, any, where) that run outside the delegate."""
+    ops). SDPA itself decomposes with -inf guards (eq, any, where) that run outside the delegate.
+
+    `heads_per_pass` computes the heads in consecutive groups (None: all at once): the same math, but only one
+    group's [heads, N, N] scores are alive at a time, so the delegate's workspace holds a group, not all heads."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     if scale != 1.0:
         q = q * scale
-    return torch.bmm(torch.softmax(torch.bmm(q, k.transpose(1, 2)), dim=-1), v)
+    step = heads_per_pass or q.shape[0]
+    outs = [torch.bmm(torch.softmax(torch.bmm(q[i:i + step], k[i:i + step].transpose(1, 2)), dim=-1), v[i:i + step])
+            for i in range(0, q.shape[0], step)]
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+def heads_per_pass(num_heads: int, max_tokens: int, budget_bytes: int = SCORES_BYTES_PER_PASS) -> int:
+    """The most heads, dividing num_heads, whose float32 [heads, max_tokens, max_tokens] scores fit the budget
+    (at least 1)."""
+    per_head = 4 * max_tokens * max_tokens
+    return max(n for n in range(1, num_heads + 1) if num_heads % n == 0 and (n == 1 or n * per_head <= budget_bytes))
+
+
+def bound_attention_scores(module: nn.Module, max_tokens: int) -> None:
+    """Give every attention of `module` over up to max_tokens tokens its `heads_per_pass` (see `attention`)."""
+    for sub in module.modules():
+        if hasattr(sub, "heads_per_pass"):
+            sub.heads_per_pass = heads_per_pass(sub.num_heads, max_tokens)
 
 
 class LayerNorm(nn.LayerNorm):

@@ -88,6 +88,7 @@ class SiglipAttention(nn.Module):
         super().__init__()
         self.num_heads = cfg.num_attention_heads
         self.head_dim = cfg.hidden_size // cfg.num_attention_heads
+        self.heads_per_pass: int | None = None  # all heads at once; the exporter bounds it (ops.attention)
         self.q_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.k_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.v_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
@@ -98,7 +99,7 @@ class SiglipAttention(nn.Module):
         n, d = x.shape[1], x.shape[2]
         q, k, v = (p(x).view(n, self.num_heads, self.head_dim).transpose(0, 1)
                    for p in (self.q_proj, self.k_proj, self.v_proj))
-        out = attention(q, k, v)  # [heads, N, head_dim]
+        out = attention(q, k, v, heads_per_pass=self.heads_per_pass)  # [heads, N, head_dim]
         return self.out_proj(out.transpose(0, 1).reshape(1, n, d))
 
 
