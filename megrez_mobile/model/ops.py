@@ -3,9 +3,9 @@
 Whatever a delegate does not run is memory-planned at the *upper bound* of every dynamic dim. SDPA's
 decomposition adds -inf guards over [heads, N, N] and XNNPACK has no layer-norm op, so with a slice of up to
 128×128 patches those ops alone would plan gigabytes. Written as below, every [N, ·] tensor stays inside the
-delegate. The delegate sizes its internal tensors at the program's bound too, in one workspace that all
-delegates share and that never shrinks, so the largest one sets it: attention's [heads, N, N] scores, which
-`attention` computes a few heads at a time (`heads_per_pass`).
+delegate. The delegate sizes its internal tensors at the program's bound too, and the largest are attention's
+[heads, N, N] scores, so `attention` can compute a few heads at a time (`heads_per_pass`; at full size this took
+46 MiB off a chat's peak, BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -24,15 +24,17 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | 
     bmm (the math of F.scaled_dot_product_attention; 3-D so that no expand/reshape lands between the delegated
     ops). SDPA itself decomposes with -inf guards (eq, any, where) that run outside the delegate.
 
-    `heads_per_pass` computes the heads in consecutive groups (None: all at once): the same math, but only one
-    group's [heads, N, N] scores are alive at a time, so the delegate's workspace holds a group, not all heads."""
+    `heads_per_pass` computes the heads in consecutive groups (None: all at once): the same math, with only one
+    group's [heads, N, N] scores needed at a time."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     if scale != 1.0:
         q = q * scale
-    step = heads_per_pass or q.shape[0]
-    outs = [torch.bmm(torch.softmax(torch.bmm(q[i:i + step], k[i:i + step].transpose(1, 2)), dim=-1), v[i:i + step])
-            for i in range(0, q.shape[0], step)]
-    return outs[0] if len(outs) == 1 else torch.cat(outs)
+    heads = q.shape[0]
+    step = min(heads_per_pass or heads, heads)
+    if step == heads:
+        return torch.bmm(torch.softmax(torch.bmm(q, k.transpose(1, 2)), dim=-1), v)
+    return torch.cat([attention(q[i:i + step], k[i:i + step], v[i:i + step], scale=1.0)
+                      for i in range(0, heads, step)])
 
 
 def heads_per_pass(num_heads: int, max_tokens: int, budget_bytes: int = SCORES_BYTES_PER_PASS) -> int:

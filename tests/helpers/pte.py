@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 
@@ -11,6 +12,22 @@ def method_operators(pte: Path) -> dict[str, set[str]]:
     program = deserialize_pte_binary(Path(pte).read_bytes())
     program = getattr(program, "program", program)  # newer versions wrap it with the named data
     return {plan.name: {op.name for op in plan.operators} for plan in program.execution_plan}
+
+
+def operator_calls(pte: Path, method: str) -> Counter:
+    """How many times `method` calls each operator outside its delegates (kernel calls in its instructions)."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    program = deserialize_pte_binary(Path(pte).read_bytes())
+    program = getattr(program, "program", program)
+    plan = next(p for p in program.execution_plan if p.name == method)
+    calls = Counter()
+    for chain in plan.chains:
+        for instruction in chain.instructions:
+            op_index = getattr(instruction.instr_args, "op_index", None)
+            if op_index is not None:
+                calls[plan.operators[op_index].name] += 1
+    return calls
 
 
 # The .pte's ScalarType codes (executorch/exir/scalar_type.py) of the dtypes a KV cache uses, with their sizes.
