@@ -1,10 +1,26 @@
-"""Shared fixtures. The tiny checkpoint is written once per session through the SDK's own writer."""
+"""Shared fixtures. The tiny checkpoint is written once per session through the SDK's own writer, and each tiny
+bundle is exported once per session.
+
+The suite runs on pytest-xdist workers (pyproject: `-n auto --dist loadfile`, at most MAX_WORKERS): a test file
+stays on one worker, and what every worker needs (the checkpoints, the bundles, each a minute or more to export)
+is made once by whichever worker asks first, under a file lock, in a directory all workers of this run share.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+# Each worker imports torch and may export at once (~2-3 GB each); more than 4 gains little on this suite.
+MAX_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+
 
 REPO = Path(__file__).resolve().parents[1]
 # The real sample inputs ship inside the package (a fresh clone has nothing beside it).
@@ -17,12 +33,29 @@ def shared_data() -> Path:
     return SAMPLE_DATA
 
 
+def made_once(tmp_path_factory, name: str, make: Callable[[Path], object]) -> Path:
+    """`make(path)` run once per test run, whichever worker asks first; the others wait and reuse `path`.
+
+    `make` must create `path` only when complete (make_checkpoint and export_bundle do). The directory is this
+    run's own: the workers' shared parent under xdist, else this session's temp dir."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "made-once"
+    shared.mkdir(exist_ok=True)
+    path = shared / name
+    with FileLock(str(shared / f"{name}.lock")):
+        if not path.exists():
+            make(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A tiny random-weight checkpoint in the official layout, written by the SDK's own make-tiny."""
     from megrez_mobile.checkpoint.synthetic import make_checkpoint
 
-    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "megrez-tiny", seed=0)
+    return made_once(tmp_path_factory, "megrez-tiny", lambda path: make_checkpoint(path, seed=0))
 
 
 @pytest.fixture(scope="session")
@@ -36,10 +69,10 @@ def tiny_model(tiny_checkpoint):
     return MegrezOmni.from_pretrained(tiny_checkpoint, dtype=torch.float32)
 
 
-def _export(tiny_checkpoint, tmp_path_factory, recipe: str):
+def _export(checkpoint: Path, tmp_path_factory, recipe: str) -> Path:
     from megrez_mobile.export.pipeline import export_bundle
 
-    return export_bundle(tiny_checkpoint, recipe, tmp_path_factory.mktemp("bundles") / recipe).bundle_dir
+    return made_once(tmp_path_factory, f"{checkpoint.name}-{recipe}", lambda path: export_bundle(checkpoint, recipe, path))
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +102,8 @@ ODD_DIMS = dict(intermediate_size=688, vision_intermediate_size=152)
 def odd_checkpoint(tmp_path_factory) -> Path:
     from megrez_mobile.checkpoint.synthetic import TINY, make_checkpoint
 
-    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "megrez-odd", TINY.with_dims("tiny-odd", **ODD_DIMS))
+    return made_once(tmp_path_factory, "megrez-odd",
+                     lambda path: make_checkpoint(path, TINY.with_dims("tiny-odd", **ODD_DIMS)))
 
 
 @pytest.fixture(scope="session")
