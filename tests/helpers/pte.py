@@ -6,20 +6,21 @@ from collections import Counter
 from pathlib import Path
 
 
-def method_operators(pte: Path) -> dict[str, set[str]]:
+def _program(pte: Path):
     from executorch.exir._serialize._program import deserialize_pte_binary
 
     program = deserialize_pte_binary(Path(pte).read_bytes())
-    program = getattr(program, "program", program)  # newer versions wrap it with the named data
+    return getattr(program, "program", program)  # newer versions wrap it with the named data
+
+
+def method_operators(pte: Path) -> dict[str, set[str]]:
+    program = _program(pte)
     return {plan.name: {op.name for op in plan.operators} for plan in program.execution_plan}
 
 
 def operator_calls(pte: Path, method: str) -> Counter:
     """How many times `method` calls each operator outside its delegates (kernel calls in its instructions)."""
-    from executorch.exir._serialize._program import deserialize_pte_binary
-
-    program = deserialize_pte_binary(Path(pte).read_bytes())
-    program = getattr(program, "program", program)
+    program = _program(pte)
     plan = next(p for p in program.execution_plan if p.name == method)
     calls = Counter()
     for chain in plan.chains:
@@ -37,10 +38,7 @@ _DTYPES = {1: ("int8", 1), 6: ("float32", 4), 7: ("float64", 8), 4: ("int64", 8)
 def mutable_buffers(pte: Path, method: str) -> dict[str, dict]:
     """The named mutable buffers of `method` (their names are emitted with emit_mutable_buffer_names): dtype, sizes,
     the memory id they are planned in, and their bytes."""
-    from executorch.exir._serialize._program import deserialize_pte_binary
-
-    program = deserialize_pte_binary(Path(pte).read_bytes())
-    program = getattr(program, "program", program)
+    program = _program(pte)
     plan = next(p for p in program.execution_plan if p.name == method)
     found = {}
     for value in plan.values:
