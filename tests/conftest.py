@@ -22,6 +22,18 @@ def pytest_xdist_auto_num_workers(config) -> int:
     return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
 
 
+# Files that start the long shared work (exports, the board's venv), in the order the workers should take them:
+# two workers start two different exports instead of one idling on the other's lock. xdist hands files out in
+# collection order (pyproject: --no-loadscope-reorder); the other files keep theirs after these.
+START_FIRST = ("test_export_odd_dims.py", "test_hostile_inputs.py", "test_kv_cache.py", "test_devices.py",
+               "test_export.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(START_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its own order
+
+
 REPO = Path(__file__).resolve().parents[1]
 # The real sample inputs ship inside the package (a fresh clone has nothing beside it).
 SAMPLE_DATA = REPO / "megrez_mobile" / "assets"
@@ -75,10 +87,40 @@ def _export(checkpoint: Path, tmp_path_factory, recipe: str) -> Path:
     return made_once(tmp_path_factory, f"{checkpoint.name}-{recipe}", lambda path: export_bundle(checkpoint, recipe, path))
 
 
+DEMO_OUTPUT = "demo-output.json"
+
+
 @pytest.fixture(scope="session")
 def bundle_8da4w(tiny_checkpoint, tmp_path_factory) -> Path:
-    """The tiny checkpoint exported once with xnnpack-8da4w (shared: never modify it in a test)."""
-    return _export(tiny_checkpoint, tmp_path_factory, "xnnpack-8da4w")
+    """The tiny checkpoint exported once with xnnpack-8da4w (shared: never modify it in a test).
+
+    It is made by `megrez-mobile demo --workdir` the shared directory: the demo exports exactly this (the tiny
+    checkpoint, xnnpack-8da4w, to `megrez-tiny-xnnpack-8da4w` beside it), so the suite runs the README's demo
+    and the shared export in one go. What the demo printed is kept for test_cli (`demo_output`)."""
+    def run_demo(path: Path) -> None:
+        import json
+
+        from click.testing import CliRunner
+
+        from megrez_mobile.cli import cli
+
+        assert path == tiny_checkpoint.parent / "megrez-tiny-xnnpack-8da4w", path  # where the demo writes it
+        result = CliRunner().invoke(cli, ["demo", "--workdir", str(path.parent)])
+        (path.parent / DEMO_OUTPUT).write_text(json.dumps(
+            {"exit_code": result.exit_code, "stdout": result.stdout, "stderr": result.stderr,
+             "exception": repr(result.exception) if result.exception else None}))
+        if not path.is_dir():
+            raise AssertionError(f"the demo wrote no bundle: {result.output[-2000:]}")
+
+    return made_once(tmp_path_factory, "megrez-tiny-xnnpack-8da4w", run_demo)
+
+
+@pytest.fixture(scope="session")
+def demo_output(bundle_8da4w) -> dict:
+    """exit_code, stdout, stderr (and exception) of the demo run that made bundle_8da4w."""
+    import json
+
+    return json.loads((bundle_8da4w.parent / DEMO_OUTPUT).read_text())
 
 
 @pytest.fixture(scope="session")

@@ -56,10 +56,26 @@ def test_run_reports_a_broken_checkpoint(tiny_checkpoint, tmp_path):
     assert result.exit_code == 1 and "CheckpointError" in result.output and "model-00001-of-00002" in result.output
 
 
-def test_demo_runs_the_whole_flow(tmp_path):
+def test_demo_runs_the_whole_flow(demo_output, bundle_8da4w, tiny_checkpoint):
+    """The demo, run once per session by the bundle_8da4w fixture in the shared directory (conftest)."""
+    out = demo_output
+    assert out["exit_code"] == 0 and out["exception"] is None, out
+    # The checkpoint was there (the tiny_checkpoint fixture is the same make_checkpoint), so the demo reused it;
+    # the export and the chat ran.
+    assert "1/3" not in out["stderr"] and "2/3 exporting it with xnnpack-8da4w" in out["stderr"]
+    assert bundle_8da4w == tiny_checkpoint.parent / "megrez-tiny-xnnpack-8da4w"
+    assert "(448 image, 4" in out["stderr"] and "7 image slices, 1 audio clip(s)" in out["stderr"]
+    assert "assistant: " in out["stdout"]
+    assert re.search(r"prefill incl. encoders [\d.]+ tok/s; 32 new tokens, decode [\d.]+ tok/s", out["stderr"])
+
+
+def test_demo_makes_the_checkpoint_when_the_workdir_has_none(tmp_path, bundle_8da4w):
+    """Step 1/3 on an empty workdir (the session's bundle stands in for step 2, which the test above runs)."""
+    import shutil
+
+    shutil.copytree(bundle_8da4w, tmp_path / "megrez-tiny-xnnpack-8da4w")
     result = invoke("demo", "--workdir", tmp_path)
     assert result.exit_code == 0, result.output
-    assert "(448 image, 4" in result.stderr and "7 image slices, 1 audio clip(s)" in result.stderr
-    assert "assistant: " in result.stdout
-    assert re.search(r"prefill incl. encoders [\d.]+ tok/s; 32 new tokens, decode [\d.]+ tok/s", result.stderr)
+    assert "1/3 making a tiny random-weight checkpoint" in result.stderr and "2/3" not in result.stderr
     assert (tmp_path / "megrez-tiny" / "config.json").is_file()  # --workdir keeps the checkpoint
+    assert "assistant: " in result.stdout

@@ -21,7 +21,6 @@ VISION_FC2 = ["vision.vpm.encoder.layers.0.mlp.fc2", "vision.vpm.encoder.layers.
 # recipe -> method -> the fallbacks its manifest must record: (requested, used, layers)
 EXPECTED = {
     "xnnpack-8da4w": {"text_decoder": [("8da4w g32", "8da8w per-channel", DOWN_PROJS)]},
-    "xnnpack-fp32": {},
     # Vulkan takes 4-bit weights per channel at any width; its vision tower runs on XNNPACK, which does not.
     "vulkan-8da4w": {"text_decoder": [("8da4w g32", "8da4w per-channel", DOWN_PROJS)],
                      "vision_encoder": [("8da4w g32", "8da8w per-channel", VISION_FC2)]},
@@ -35,13 +34,18 @@ EXPECTED = {
 # Recipes that differ from one in EXPECTED only in their options (same rules and backends) fall back exactly as it
 # does: they are checked against that twin instead of being exported again.
 SAME_RULES_AS = {"xnnpack-8da4w-kv8": "xnnpack-8da4w"}
+# Recipes that quantize nothing have no layer to fall back: nothing to export here (bundle_fp32 covers the float
+# lowering).
+QUANTIZES_NOTHING = {"xnnpack-fp32"}
 
 
 def test_every_shipped_recipe_is_covered():
-    assert sorted({**EXPECTED, **SAME_RULES_AS}) == shipped_recipes()
+    assert sorted([*EXPECTED, *SAME_RULES_AS, *QUANTIZES_NOTHING]) == shipped_recipes()
     for recipe, twin in SAME_RULES_AS.items():
         a, b = Recipe.load(recipe), Recipe.load(twin)
         assert (a.rules, a.backend, a.method_backends) == (b.rules, b.backend, b.method_backends)
+    for recipe in QUANTIZES_NOTHING:
+        assert Recipe.load(recipe).rules == ()
 
 
 @pytest.mark.parametrize("backend, requested, width, used", [
