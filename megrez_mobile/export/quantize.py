@@ -125,7 +125,10 @@ def quantize_modules(recipe: Recipe, model: nn.Module, prefix: str = "",
 # torchao's quantize_ holds about three float copies of a weight while it quantizes it: ~4 GB for the full-size
 # LM head or token table (1.26 GB each in fp32), the largest transient of the export (BENCHMARKS.md). Every scheme
 # here quantizes each row on its own (per row, or per group along the row), so row blocks give the same numbers.
-ROW_BLOCK_ELEMENTS = 1 << 25  # 128 MB of fp32 weights per block
+# Blocks stay far below glibc's largest mmap threshold (32 MiB): HQQ's scale search allocates fresh temporaries on
+# every iteration, and above the threshold each is a fresh mmap the kernel zero-fills page by page (5 M page faults
+# and 9.6 s for one full-size decoder layer at 128 MB blocks; 0.15 M and 1.2 s at 4 MB, reusing heap chunks).
+ROW_BLOCK_ELEMENTS = 1 << 20  # 4 MB of fp32 weights per block
 
 
 def _quantize_in_row_blocks(module: nn.Linear | nn.Embedding, config) -> None:
