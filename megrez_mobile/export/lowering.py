@@ -36,7 +36,7 @@ class Coverage:
 # Methods whose dynamically quantized linears each get their own XNNPACK delegate (ExecuTorch's LLM idiom). Not
 # the vision encoder: split, its 27 layers became 282 delegates whose boundary tensors ExecuTorch plans at the
 # largest slice (698 MiB arena); grouped it was 3 delegates, a 181 MiB arena, 435 MiB less resident after a run and
-# 6 % faster per slice (benchmarks/vision_encoder.py, BENCHMARKS.md). With the patch count bounded
+# 6 % faster per slice (benchmarks/encoder.py, BENCHMARKS.md). With the patch count bounded
 # (model.vision.bounded_patch_count) it is 4 delegates and an 18 MiB arena.
 SPLIT_DQ_LINEARS = {"text_decoder", "audio_encoder"}
 
