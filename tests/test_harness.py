@@ -73,6 +73,30 @@ def test_validate_fails_naming_the_method_and_the_operator_on_perturbed_weights(
     assert "the error jumps at operator" in result.output
 
 
+def test_first_jump_skips_pairs_of_other_shapes_and_finds_the_drop():
+    """A delegate output paired with a reference tensor of another shape gives NaN (drilldown's comparator), which
+    must neither count as the jump nor hide the real one after it."""
+    import math
+
+    import pandas as pd
+
+    from megrez_mobile.harness.drilldown import first_jump
+
+    frame = pd.DataFrame([
+        {"aot_ops": ["conv1d"], "gap": [95.0]},
+        {"aot_ops": ["view", "bmm"], "gap": [math.nan]},   # another shape: skipped
+        {"aot_ops": ["linear"], "gap": [math.nan, 90.0]},  # one comparable output of two
+        {"aot_ops": ["linear_3"], "gap": [21.0]},
+        {"aot_ops": ["add"], "gap": [20.5]},
+    ])
+    found = first_jump(frame, min_snr_db=30)
+    assert [op["operators"] for op in found["ops"]] == [["conv1d"], ["linear"], ["linear_3"], ["add"]]
+    assert (found["index"], found["operators"], found["snr_db"], found["snr_db_before"]) == (2, ["linear_3"], 21.0,
+                                                                                             90.0)
+    # Nothing below the threshold: the largest drop between comparable neighbours.
+    assert first_jump(frame, min_snr_db=10)["operators"] == ["linear_3"]
+
+
 def test_profile_local_reports_compares_and_renders(bundle_8da4w, tmp_path):
     runner = CliRunner()
     base = tmp_path / "base.json"

@@ -74,10 +74,28 @@ def drill_down(bundle_dir: str | Path, reference: str | Path, method: str, input
             etrecord.save(str(tmp / "etrecord.bin"))
             inspector = Inspector(etdump_path=str(tmp / "run.etdump"), etrecord=str(tmp / "etrecord.bin"),
                                   debug_buffer_path=str(tmp / "debug.bin"))
-            frame = inspector.calculate_numeric_gap("SNR")
+            frame = inspector.calculate_numeric_gap(_snr_of_matching_shapes())
     except Exception as e:  # noqa: BLE001 - the drill-down is a diagnosis aid; its failure must not hide the report
         return {"error": f"{type(e).__name__}: {e}", "summary": f"drill-down failed ({type(e).__name__}: {e})"}
     return first_jump(frame, recipe.fidelity.encoder_min_snr_db)
+
+
+def _snr_of_matching_shapes():
+    """ExecuTorch's SNR comparator, except that a pair of tensors of different shapes gives NaN instead of raising.
+
+    The Inspector pairs each delegate output with a reference node by debug handle; a delegate that groups many
+    operators (the speech encoder's layers) can be paired with an unrelated tensor, and one bad pair would
+    otherwise abort the whole comparison. first_jump skips the NaN rows.
+    """
+    from executorch.devtools.inspector.numerical_comparator.snr_numerical_comparator import SNRComparator
+
+    class SNROfMatchingShapes(SNRComparator):
+        def element_compare(self, a: Any, b: Any) -> float:
+            if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape != b.shape:
+                return math.nan
+            return super().element_compare(a, b)
+
+    return SNROfMatchingShapes()
 
 
 def first_jump(frame, min_snr_db: float) -> dict[str, Any]:
@@ -85,7 +103,9 @@ def first_jump(frame, min_snr_db: float) -> dict[str, Any]:
     ops = []
     for _, row in frame.iterrows():
         gaps = [float(g) for g in (row["gap"] if isinstance(row["gap"], (list, tuple)) else [row["gap"]])]
-        snr = min(gaps) if gaps else math.inf
+        if gaps and all(math.isnan(g) for g in gaps):
+            continue  # paired with a tensor of another shape (_snr_of_matching_shapes): nothing to compare
+        snr = min((g for g in gaps if not math.isnan(g)), default=math.inf)
         names = [str(o) for o in row["aot_ops"]]
         if any(name.startswith("sym_size") for name in names):
             continue  # a shape computation grouped with a tensor op: the Inspector compares an int with a tensor
