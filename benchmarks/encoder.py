@@ -6,8 +6,7 @@ export and 4 GB of RAM.
 
     python benchmarks/encoder.py CKPT --method vision_encoder                         # a 518×378 slice
     python benchmarks/encoder.py CKPT --method audio_encoder                          # a 30 s clip
-    python benchmarks/encoder.py CKPT --method audio_encoder --partitioning grouped   # XNNPACK groups all it can
-    python benchmarks/encoder.py CKPT --method vision_encoder --partitioning per-op   # a delegate per dq-linear
+    python benchmarks/encoder.py CKPT --method audio_encoder --partitioning per-op    # a delegate per dq-linear
 
 `--partitioning exporter` (the default) is what `megrez-mobile export` does (lowering.SPLIT_DQ_LINEARS).
 """
