@@ -30,7 +30,7 @@ from megrez_mobile.export.quantize import quantize_modules  # noqa: E402
 from megrez_mobile.export.recipe import Recipe  # noqa: E402
 from megrez_mobile.harness.memory import MIB, ProcessMemory, planned_memory  # noqa: E402
 
-# method -> (the eager submodule it runs, its checkpoint prefix, its input, what one input is)
+# method -> (the eager submodule it runs, which is also its checkpoint prefix; its input; what one input is)
 ENCODERS = {
     "vision_encoder": ("vision", lambda: torch.randint(0, 256, (1, 3, 378, 518), dtype=torch.uint8), "518x378 slice"),
     "audio_encoder": ("audio", lambda: torch.randn(1, 128, 3000), "30 s clip"),
