@@ -8,6 +8,7 @@ decoder whose KV cache and attention are ExecuTorch's `llama::update_cache` / `l
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -22,7 +23,7 @@ from ..model.ops import bound_attention_scores
 from ..model.vision import PackedMultiheadAttention
 from ..processing.audio import LogMelSpectrogram
 from ..processing.image import max_slice_patches
-from .recipe import KV_CACHE_DTYPES, Recipe
+from .recipe import DECODE_BRANCH_BACKENDS, KV_CACHE_DTYPES, Recipe
 
 
 def load_custom_ops() -> None:
@@ -52,21 +53,29 @@ class TextDecoder(nn.Module):
     and `custom_sdpa(is_causal=True)` attends to cache slots [0, pos + i] only, so stale slots past the current
     position (a rewound conversation, or the undefined initial content of a mutable buffer) are never read.
 
+    With `decode_branch` (the float cache on XNNPACK or portable), a call with T = 1 (every decode step) takes
+    `one_position_attention` instead, through a torch.cond in the program: the same slots, one pass per KV head
+    instead of one per query head. The int8 cache keeps one path: its kernel gained nothing from that fold
+    (BENCHMARKS.md).
+
     `kv_cache_dtype="int8"` keeps the cache as int8 rows with one float32 scale and one int8 zero point per
     (position, kv head) row: each new k/v row is quantized per token, asymmetrically, as it is written, and
     attention is `llama::custom_quantized_sdpa` on the int8 cache with q quantized the same way. A row of
     head_dim values costs head_dim + 5 bytes instead of 4 * head_dim.
     """
 
-    def __init__(self, llm: MegrezLLM, max_context: int, kv_cache_dtype: str = "fp32"):
+    def __init__(self, llm: MegrezLLM, max_context: int, kv_cache_dtype: str = "fp32", decode_branch: bool = True):
         super().__init__()
         load_custom_ops()
         if kv_cache_dtype not in KV_CACHE_DTYPES:
             raise ValueError(f"kv_cache_dtype {kv_cache_dtype!r}: use one of {', '.join(KV_CACHE_DTYPES)}")
-        self.llm = llm
+        # No weight needs a gradient, and one that asks for it puts autograd into ExecuTorch's re-traces, under
+        # which the decoder's torch.cond cannot bind its branches' start position (PendingUnbackedSymbolNotFound).
+        self.llm = llm.requires_grad_(False)
         cfg = llm.config
         self.max_context = max_context
         self.quantized = kv_cache_dtype == "int8"
+        self.decode_branch = decode_branch
         shape = (1, max_context, cfg.num_key_value_heads, cfg.head_dim)
         row_shape = (1, max_context, cfg.num_key_value_heads, 1)
         for i in range(cfg.num_hidden_layers):
@@ -94,17 +103,25 @@ class TextDecoder(nn.Module):
             q = apply_rope(attn.q_proj(h).view(1, t, attn.num_heads, attn.head_dim), cos, sin)
             k = apply_rope(attn.k_proj(h).view(1, t, attn.num_kv_heads, attn.head_dim), cos, sin)
             v = attn.v_proj(h).view(1, t, attn.num_kv_heads, attn.head_dim)
-            y = (self._attend_int8 if self.quantized else self._attend_fp32)(i, q, k, v, start)
+            if self.quantized:
+                y = self._attend_int8(i, q, k, v, start)
+            else:
+                y = self._attend_fp32(i, q, k, v, start, input_pos)
             x = x + attn.o_proj(y.reshape(1, t, attn.num_heads * attn.head_dim))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         # RMSNorm is per position: normalising only the last one gives the same logits for 1/T of the work.
         return self.llm.lm_head(self.llm.model.norm(x[:, -1, :]))
 
-    def _attend_fp32(self, i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start) -> torch.Tensor:
+    def _attend_fp32(self, i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start, input_pos) -> torch.Tensor:
         k_cache, v_cache = getattr(self, f"k_cache_{i}"), getattr(self, f"v_cache_{i}")
         torch.ops.llama.update_cache(k, k_cache, start)
         torch.ops.llama.update_cache(v, v_cache, start)
-        return torch.ops.llama.custom_sdpa(q, k_cache, v_cache, start, None, 0, True)
+        if not self.decode_branch:
+            return causal_attention(q, k_cache, v_cache, input_pos)
+        # A decode step (T = 1) takes the grouped-query path, prefill the causal kernel. The branch is in the
+        # program (torch.cond), so every runner's decode takes it.
+        one_position = functools.partial(one_position_attention, group=q.shape[2] // k_cache.shape[2])
+        return torch.cond(q.shape[1] == 1, one_position, causal_attention, (q, k_cache, v_cache, input_pos))
 
     def _attend_int8(self, i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start) -> torch.Tensor:
         cache = {}
@@ -118,6 +135,35 @@ class TextDecoder(nn.Module):
         return torch.ops.llama.custom_quantized_sdpa(
             q_int8, cache["k"], cache["v"], start, None, 0.0, True, None, q_zero_points, q_scales,
             cache["k_zero_points"], cache["k_scales"], cache["v_zero_points"], cache["v_scales"])
+
+
+def causal_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, input_pos) -> torch.Tensor:
+    """q [1, T, heads, head_dim] at positions start..start+T-1: query i attends to cache slots [0, start + i]."""
+    start = input_pos[0].item()
+    torch._check_is_size(start)
+    return torch.ops.llama.custom_sdpa(q, k_cache, v_cache, start, None, 0, True)
+
+
+def one_position_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, input_pos, group: int
+                           ) -> torch.Tensor:
+    """`causal_attention` for T = 1, with each KV head's query heads folded into rows of one query.
+
+    `custom_sdpa` runs one query head at a time, so a decode step reads each KV head's cache once per query head
+    that shares it (4 times at full size), one matrix-vector product per pass. Here the `group` query heads that
+    share a KV head are given to it as that head's `group` query rows, one matrix product per KV head. Every row
+    attends to every key it is given (is_causal=False), and the kernel gives it slots [0, start' + rows), which is
+    [0, start] for start' = start - (group - 1). start' is negative below position group - 1; the kernel uses it
+    only for that count. The shapes hold for any T (torch.cond traces both branches); the result is right for
+    T = 1 only, the branch it is taken for.
+    """
+    start = input_pos[0].item()
+    torch._check_is_size(start)
+    _, t, heads, head_dim = q.shape
+    kv_heads = heads // group
+    # Query head h is kv head h // group (the decoder's grouping, and custom_sdpa's).
+    rows = q.reshape(t, kv_heads, group, head_dim).transpose(1, 2).reshape(1, t * group, kv_heads, head_dim)
+    y = torch.ops.llama.custom_sdpa(rows, k_cache, v_cache, start - t * (group - 1), None, 0, False)
+    return y.reshape(t, group, kv_heads, head_dim).transpose(1, 2).reshape(1, t, heads, head_dim)
 
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -244,7 +290,8 @@ def method_specs(model: MegrezOmni, recipe: Recipe, preprocessor: PreprocessorCo
                    size_oblivious=True),
         MethodSpec("audio_encoder", lambda: AudioEncoder(model), (torch.zeros(1, cfg.audio.n_mels, 200),),
                    ({2: 2 * mel_pairs},), ("audio.",)),
-        MethodSpec("text_decoder", lambda: TextDecoder(model.llm, options.max_context, options.kv_cache_dtype),
+        MethodSpec("text_decoder", lambda: TextDecoder(model.llm, options.max_context, options.kv_cache_dtype,
+                                                       recipe.method_backend("text_decoder") in DECODE_BRANCH_BACKENDS),
                    (torch.zeros(1, 4, d), torch.zeros(1, dtype=torch.long)),
                    ({1: seq}, None), ("llm.model.layers.", "llm.model.norm.", "llm.lm_head.")),
     ]

@@ -38,6 +38,9 @@ KV_CACHE_DTYPES = ("fp32", "int8")
 # Decoder backends an int8 KV cache is exported for: there every KV op (per-token quantize, update_cache, quantized
 # SDPA) runs on ExecuTorch's CPU kernels (the tests run it next to XNNPACK). The others fail to lower it (seen here):
 KV_CACHE_BACKENDS = ("xnnpack", "portable")
+# Decoder backends that leave attention to ExecuTorch's CPU kernels, where a decode step takes its own attention
+# branch (programs.TextDecoder). Core ML's partitioner pulls that torch.cond into its partition and fails.
+DECODE_BRANCH_BACKENDS = ("xnnpack", "portable")
 KV_CACHE_REFUSALS = {
     "vulkan": "Vulkan's lowering fails on the per-token quantize ops feeding custom_quantized_sdpa (\"Tried to erase "
               "Node ... but it still had 1 users\")",

@@ -31,6 +31,14 @@ def operator_calls(pte: Path, method: str) -> Counter:
     return calls
 
 
+def jump_instructions(pte: Path, method: str) -> list:
+    """`method`'s JumpFalseCall instructions in program order (how the emitter writes a torch.cond)."""
+    program = _program(pte)
+    plan = next(p for p in program.execution_plan if p.name == method)
+    return [i.instr_args for chain in plan.chains for i in chain.instructions
+            if type(i.instr_args).__name__ == "JumpFalseCall"]
+
+
 # The .pte's ScalarType codes (executorch/exir/scalar_type.py) of the dtypes a KV cache uses, with their sizes.
 _DTYPES = {1: ("int8", 1), 6: ("float32", 4), 7: ("float64", 8), 4: ("int64", 8), 0: ("uint8", 1)}
 
