@@ -137,10 +137,16 @@ class TextDecoder(nn.Module):
             cache["k_zero_points"], cache["k_scales"], cache["v_zero_points"], cache["v_scales"])
 
 
-def causal_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, input_pos) -> torch.Tensor:
-    """q [1, T, heads, head_dim] at positions start..start+T-1: query i attends to cache slots [0, start + i]."""
+def _start_position(input_pos: torch.Tensor):
+    """The first query's position, read inside each torch.cond branch (a branch cannot take it as an int)."""
     start = input_pos[0].item()
     torch._check_is_size(start)
+    return start
+
+
+def causal_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, input_pos) -> torch.Tensor:
+    """q [1, T, heads, head_dim] at positions start..start+T-1: query i attends to cache slots [0, start + i]."""
+    start = _start_position(input_pos)
     return torch.ops.llama.custom_sdpa(q, k_cache, v_cache, start, None, 0, True)
 
 
@@ -156,8 +162,7 @@ def one_position_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     only for that count. The shapes hold for any T (torch.cond traces both branches); the result is right for
     T = 1 only, the branch it is taken for.
     """
-    start = input_pos[0].item()
-    torch._check_is_size(start)
+    start = _start_position(input_pos)
     _, t, heads, head_dim = q.shape
     kv_heads = heads // group
     # Query head h is kv head h // group (the decoder's grouping, and custom_sdpa's).
