@@ -15,6 +15,7 @@ from torch.export import ExportedProgram
 
 from ..bundle import coverage_percent
 from ..errors import ExportError
+from .memory_plan import memory_planning_pass
 from .recipe import Recipe
 
 # Graph nodes that move no data worth counting when measuring how much of a method a delegate runs.
@@ -278,43 +279,6 @@ def _backend_config():
         # own memory id: left in the activation arena, running vision_encoder or audio_preprocessor between
         # decoder calls overwrote it (seen in both executorch.runtime and the stock MultimodalRunner). Every
         # mutable buffer goes there, so an int8 cache's scales and zero points do too (tests/test_kv_cache.py).
-        memory_planning_pass=_memory_planning_pass(),
+        memory_planning_pass=memory_planning_pass(),
         emit_mutable_buffer_names=True)
 
-
-# Where share_mutable_buffers puts the KV cache (ExecuTorch's convention: activations 1, shared state 2).
-KV_MEM_ID = 2
-
-
-def _uses_memory_id(graph_module: torch.fx.GraphModule, mem_id: int) -> bool:
-    for node in graph_module.graph.nodes:
-        specs = node.meta.get("spec")
-        for spec in specs if isinstance(specs, (list, tuple)) else [specs]:
-            if getattr(spec, "mem_id", None) == mem_id:
-                return True
-    return False
-
-
-def _memory_planning_pass():
-    """Inputs come from the caller's buffers (from_blob), so they take no planned memory; mutable buffers (the KV
-    cache) get their own memory id, kept only by the methods that hold them."""
-    from executorch.exir.passes import MemoryPlanningPass
-
-    class StatefulMethodsOnly(MemoryPlanningPass):
-        """ExecuTorch's planning with shared mutable buffers, except that only the methods holding state keep the
-        shared arena (mem_id 2) in their plan.
-
-        share_mutable_buffers appends mem_id 2 at the KV cache's full size to every method's plan, the encoders'
-        too. A runtime that gives each method its own arenas (ExecuTorch's Module: the stock MultimodalRunner on
-        Android and iOS) then allocates and zero-fills one KV-sized buffer per method: 4 × 640 MiB of resident
-        memory for the full-size model. mem_id 2 is the plan's last entry, so dropping it changes nothing else.
-        """
-
-        def run_multimethod(self):
-            super().run_multimethod()
-            for graph_module in self.state.graph_modules:
-                sizes = graph_module.meta["non_const_buffer_sizes"]
-                if len(sizes) == KV_MEM_ID + 1 and not _uses_memory_id(graph_module, KV_MEM_ID):
-                    del sizes[KV_MEM_ID:]  # in place: to_executorch already copied this meta list to the program
-
-    return StatefulMethodsOnly(alloc_graph_input=False, share_mutable_buffers=True)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..config import AudioProcessingConfig
 
-from ..export.lowering import KV_MEM_ID
+from ..export.memory_plan import KV_MEM_ID
 
 MIB = 1 << 20
 ALLOWANCE_BYTES = 400 * MIB
