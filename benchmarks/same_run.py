@@ -86,7 +86,8 @@ def ensure_checkpoint(path: Path) -> Path:
 
 
 def bundle_key(checkpoint: Path, recipe: str) -> str:
-    """The checkpoint's index and config, the recipe file and the SDK version: what the export depends on."""
+    """The checkpoint's index and config, the recipe file and the SDK (its version and its source, which changes
+    between commits of one version): what the export depends on."""
     import megrez_mobile
     from megrez_mobile.export.recipe import Recipe
 
@@ -95,6 +96,9 @@ def bundle_key(checkpoint: Path, recipe: str) -> str:
         h.update((checkpoint / name).read_bytes())
     h.update(Path(Recipe.load(recipe).source).read_bytes())
     h.update(megrez_mobile.__version__.encode())
+    package = Path(megrez_mobile.__file__).parent
+    for source in sorted(package.rglob("*.py")):
+        h.update(source.relative_to(package).as_posix().encode() + b"\0" + source.read_bytes())
     return h.hexdigest()[:16]
 
 
