@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -149,7 +149,9 @@ RUNTIMES = ("ours", "executorch_stock", "llama_cpp", "stock_multimodal")
 
 
 def run_rounds(bundle: Path, stock_pte: Path, gguf: Path | None, threads: int, rounds: int, out: Path,
-               skip: set[str]) -> dict[str, Any]:
+               skip: set[str], on_round: Callable[[dict[str, Any]], None] = lambda so_far: None) -> dict[str, Any]:
+    """Every runtime once per round, interleaved; on_round gets the merged figures after each round (the same
+    dict this returns at the end), so an interrupted run still leaves what it measured."""
     per_runtime: dict[str, list[dict[str, Any]]] = {r: [] for r in RUNTIMES}
     checks: dict[str, list[dict[str, Any]]] = {r: [] for r in RUNTIMES}
     extras: dict[str, Any] = {}
@@ -166,6 +168,7 @@ def run_rounds(bundle: Path, stock_pte: Path, gguf: Path | None, threads: int, r
             log(f"  {runtime} failed: {errors[runtime][:300]}")
             return None
 
+    so_far: dict[str, Any] = {}
     for i in range(rounds):
         log(f"round {i + 1}/{rounds}")
         log("  ours: megrez-mobile profile agent")
@@ -199,10 +202,10 @@ def run_rounds(bundle: Path, stock_pte: Path, gguf: Path | None, threads: int, r
             per_runtime["stock_multimodal"].append(result["metrics"])
             checks["stock_multimodal"].append(result["cotenant"])
             extras.setdefault("stock_multimodal_run", result)
-        (out / "rounds.partial.json").write_text(json.dumps({"per_runtime": per_runtime, "checks": checks},
-                                                            indent=1))
-    return {"metrics": {r: merge_rounds(v) for r, v in per_runtime.items() if v}, "cotenant": checks,
-            "errors": errors, **extras}
+        so_far = {"metrics": {r: merge_rounds(v) for r, v in per_runtime.items() if v}, "cotenant": checks,
+                  "errors": errors, "rounds_done": i + 1, **extras}
+        on_round(so_far)
+    return so_far
 
 
 # --- derived figures --------------------------------------------------------------------------------------
@@ -301,36 +304,45 @@ def main() -> int:
         log("machine: read bandwidth (1 and 2 threads) and GEMM ceilings through our XNNPACK path")
         results["machine"] = machine.measure(ns.threads, ns.cache / "machine")
         save()
-    results["rounds"] = run_rounds(bundle, stock_pte, gguf, ns.threads, ns.rounds, ns.out, skip)
-    save()
+
+    def publish(rounds: dict[str, Any]) -> None:
+        """results.json and table.md as measured so far: after every round, and again after the memory runs."""
+        from benchmarks.same_run_table import render
+
+        results["rounds"] = rounds
+        results.update(derived_figures(checkpoint, rounds, results.get("executorch_stock_export")))
+        results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        save()
+        (ns.out / "table.md").write_text(render(results))
+
+    rounds = run_rounds(bundle, stock_pte, gguf, ns.threads, ns.rounds, ns.out, skip, on_round=publish)
     if "memory" not in skip:
         from megrez_mobile.harness.memory import measure_memory
 
         log("memory: an image + 30 s audio + text chat, then a text turn, through Bundle and the stock runner")
         results["memory"] = {runner: measure_memory(bundle, runner) for runner in ("bundle", "stock")}
-        save()
-    profile = results["rounds"].get("ours_profile", {})
+    publish(rounds)
+    log(f"done: {ns.out / 'results.json'}, {ns.out / 'table.md'}")
+    return 0
+
+
+def derived_figures(checkpoint: Path, rounds: dict[str, Any], stock_export: dict[str, Any] | None) -> dict[str, Any]:
+    """The encoders' FLOPs on the profiled inputs and each runtime's bytes read per decoded token."""
+    profile = rounds.get("ours_profile", {})
     work = work_flops(checkpoint, profile.get("slice_shapes", [[378, 518]]), profile.get("options", {})
                       .get("audio_seconds", 30.0))
     config = work.pop("config")
-    results["work"] = work
-    results["bytes_per_token"] = {"ours": our_bytes_per_token(config)}
-    if "executorch_stock_export" in results:
-        per_ctx = results["executorch_stock_export"]["bytes_per_token"]["per_token_at_context"]
-        results["bytes_per_token"]["executorch_stock"] = {f"ctx{c}": b for c, b in per_ctx.items()}
-    if "llama_cpp_run" in results["rounds"]:
+    per_token = {"ours": our_bytes_per_token(config)}
+    if stock_export:
+        per_ctx = stock_export["bytes_per_token"]["per_token_at_context"]
+        per_token["executorch_stock"] = {f"ctx{c}": b for c, b in per_ctx.items()}
+    if "llama_cpp_run" in rounds:
         t = config.text
         # llama.cpp's default KV cache is f16: 2 bytes per element.
         kv = t.num_hidden_layers * 2 * t.num_key_value_heads * (t.hidden_size // t.num_attention_heads) * 2
-        weights = results["rounds"]["llama_cpp_run"]["bytes_per_token"]
-        results["bytes_per_token"]["llama_cpp"] = {f"ctx{c}": weights + kv * c for c in CONTEXTS}
-    results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    save()
-    from benchmarks.same_run_table import render
-
-    (ns.out / "table.md").write_text(render(results))
-    log(f"done: {ns.out / 'results.json'}, {ns.out / 'table.md'}")
-    return 0
+        weights = rounds["llama_cpp_run"]["bytes_per_token"]
+        per_token["llama_cpp"] = {f"ctx{c}": weights + kv * c for c in CONTEXTS}
+    return {"work": work, "bytes_per_token": per_token}
 
 
 if __name__ == "__main__":

@@ -32,6 +32,12 @@ def goal(ok: bool | None) -> str:
     return "—" if ok is None else ("met" if ok else "**missed**")
 
 
+def rounds_done(results: dict[str, Any]) -> str:
+    """'5', or '3 of 5 (interrupted)' for a table written before the last round."""
+    planned, done = results.get("round_count"), results.get("rounds", {}).get("rounds_done", results.get("round_count"))
+    return str(planned) if done == planned else f"{done} of {planned} (interrupted)"
+
+
 def render(results: dict[str, Any]) -> str:
     rounds = results.get("rounds", {})
     m = rounds.get("metrics", {})
@@ -42,7 +48,7 @@ def render(results: dict[str, Any]) -> str:
     bpt = results.get("bytes_per_token", {}).get("ours", {})
     h = results.get("host", {})
     lines = [f"Command: `{results.get('command', '')}`  ", f"Run: {results.get('started')} → {results.get('finished')}, "
-             f"{results.get('threads')} threads, {results.get('round_count')} interleaved rounds, on {h.get('cpu', '?')} "
+             f"{results.get('threads')} threads, {rounds_done(results)} interleaved rounds, on {h.get('cpu', '?')} "
              f"({h.get('cpus')} vCPUs, {', '.join(h.get('extensions', []))}; {h.get('memory_gib')} GiB).", ""]
 
     if mach:

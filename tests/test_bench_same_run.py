@@ -28,3 +28,34 @@ def test_the_cached_bundles_key_follows_the_sdk_source_recipe_and_checkpoint(tin
     programs.write_text(programs.read_text() + "\n# a change\n")
     assert same_run.bundle_key(tiny_checkpoint, "xnnpack-8da4w") != key
 
+
+
+def test_each_round_is_published_so_an_interrupted_run_keeps_its_figures(tmp_path, monkeypatch):
+    """The run takes hours: a table written only at the end is lost to a stopped run. After every round the caller
+    gets everything merged so far, and the table says how many rounds it holds."""
+    import copy
+
+    import pytest
+
+    from benchmarks.same_run_table import render
+
+    def fake_profile(bundle, threads, per_op, out):
+        fake_profile.calls += 1
+        if fake_profile.calls == 3:
+            raise KeyboardInterrupt  # the run is stopped during round 3: not a runtime failure to record
+        return {"metrics": {"prefill_tok_s@128": {"samples": [100.0 + fake_profile.calls], "unit": "tok/s"}},
+                "cotenant": {"quiet": True}}
+
+    fake_profile.calls = 0
+    monkeypatch.setattr(same_run, "profile_ours", fake_profile)
+    published = []
+    others = {"executorch_stock", "llama_cpp", "stock_multimodal"}
+    with pytest.raises(KeyboardInterrupt):
+        same_run.run_rounds(tmp_path / "bundle", tmp_path / "stock.pte", None, 2, 5, tmp_path, others,
+                            on_round=lambda so_far: published.append(copy.deepcopy(so_far)))
+    assert [r["rounds_done"] for r in published] == [1, 2]
+    prefill = published[-1]["metrics"]["ours"]["prefill_tok_s@128"]
+    assert (prefill["samples"], prefill["median"]) == ([101.0, 102.0], 101.5)
+    assert "2 of 5 (interrupted) interleaved rounds" in render({"round_count": 5, "threads": 2,
+                                                                "rounds": published[-1]})
+    assert " 5 interleaved rounds" in render({"round_count": 5, "rounds": {**published[-1], "rounds_done": 5}})
