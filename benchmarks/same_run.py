@@ -285,7 +285,9 @@ def main() -> int:
                                "threads": ns.threads, "round_count": ns.rounds, "skipped": sorted(skip), "host": host()}
 
     def save() -> None:
-        (ns.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+        # Written every round: by rename, so a run stopped mid-write keeps the previous round's file whole.
+        text = json.dumps(results, indent=1, default=str) + "\n"
+        executorch_stock._write_atomic(ns.out / "results.json", text.encode())
 
     checkpoint = ensure_checkpoint(ns.checkpoint or ns.cache / "megrez-full")
     bundle, results["our_export"] = ensure_bundle(checkpoint, ns.cache)
@@ -313,7 +315,7 @@ def main() -> int:
         results.update(derived_figures(checkpoint, rounds, results.get("executorch_stock_export")))
         results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         save()
-        (ns.out / "table.md").write_text(render(results))
+        executorch_stock._write_atomic(ns.out / "table.md", render(results).encode())
 
     rounds = run_rounds(bundle, stock_pte, gguf, ns.threads, ns.rounds, ns.out, skip, on_round=publish)
     if "memory" not in skip:

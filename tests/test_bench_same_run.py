@@ -29,7 +29,6 @@ def test_the_cached_bundles_key_follows_the_sdk_source_recipe_and_checkpoint(tin
     assert same_run.bundle_key(tiny_checkpoint, "xnnpack-8da4w") != key
 
 
-
 def test_each_round_is_published_so_an_interrupted_run_keeps_its_figures(tmp_path, monkeypatch):
     """The run takes hours: a table written only at the end is lost to a stopped run. After every round the caller
     gets everything merged so far, and the table says how many rounds it holds."""
