@@ -34,12 +34,15 @@ class Coverage:
         return coverage_percent(self.delegated_ops, self.total_ops)
 
 
-# Methods whose dynamically quantized linears each get their own XNNPACK delegate (ExecuTorch's LLM idiom, which
-# keeps the decoder's packing transient per linear). Not the encoders: split, the vision tower's 27 layers became
-# 282 delegates whose boundary tensors ExecuTorch plans at the largest slice (698 MiB arena; grouped 181 MiB, 6 %
-# faster), and the speech encoder's 32 layers 360 delegates; grouped it is 36, with a 59 instead of 73 MiB arena,
-# 4.5 % faster per clip and 210 s less export (benchmarks/encoder.py, BENCHMARKS.md).
-SPLIT_DQ_LINEARS = {"text_decoder"}
+# Methods whose dynamically quantized linears each get their own XNNPACK delegate (ExecuTorch's LLM idiom). None:
+# each such linear's output is a delegate boundary, which ExecuTorch plans in the method's own arena, and the stock
+# runner gives every method its own arena. Grouped, a layer's insides live in XNNPACK's workspace, which all
+# delegates of all methods share. At full size the decoder's FFN held 3 × 29 MB of its 99 MB arena at the 1,024-token
+# bound; grouped, the arena is 53 MB, the logits are the same bit for bit, decode is 10 % faster and the decoder
+# lowers in 521 s instead of 1,163 (BENCHMARKS.md). The encoders were grouped first: split, the vision tower's 27
+# layers became 282 delegates (698 MiB arena; grouped 181 MiB, 6 % faster), the speech encoder's 360 (73 MiB;
+# grouped 59 MiB, 4.5 % faster). benchmarks/encoder.py still A/Bs the split form.
+SPLIT_DQ_LINEARS: set[str] = set()
 
 
 def partitioners(recipe: Recipe, method: str) -> list:
@@ -52,7 +55,7 @@ def partitioners(recipe: Recipe, method: str) -> list:
 
         if method not in SPLIT_DQ_LINEARS:
             return [XnnpackPartitioner()]
-        # One delegate per dynamically quantized linear keeps packing memory per layer; then the rest greedily.
+        # One delegate per dynamically quantized linear, then the rest greedily.
         return [XnnpackPartitioner(config_precisions=ConfigPrecisionType.DYNAMIC_QUANT, per_op_mode=True),
                 XnnpackPartitioner()]
     if backend == "vulkan":

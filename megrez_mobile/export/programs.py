@@ -17,7 +17,7 @@ from torch import nn
 from torch.export import Dim
 
 from ..config import MegrezConfig, PreprocessorConfig
-from ..model.decoder import MegrezLLM, apply_rope, rope_cos_sin
+from ..model.decoder import MegrezLLM, apply_rope, rope_cos_sin, rotate_half_matrix
 from ..model.omni import MegrezOmni
 from ..model.ops import bound_attention_scores
 from ..model.vision import PackedMultiheadAttention
@@ -76,6 +76,9 @@ class TextDecoder(nn.Module):
         self.max_context = max_context
         self.quantized = kv_cache_dtype == "int8"
         self.decode_branch = decode_branch
+        # RoPE's rotate_half as a constant linear map: sliced, it ran outside XNNPACK (which slices no dynamic
+        # shapes), and its four [T, heads, head_dim / 2] halves were planned in the arena at the prefill bound.
+        self.register_buffer("rope_rotation", rotate_half_matrix(cfg.head_dim), persistent=False)
         shape = (1, max_context, cfg.num_key_value_heads, cfg.head_dim)
         row_shape = (1, max_context, cfg.num_key_value_heads, 1)
         for i in range(cfg.num_hidden_layers):
@@ -100,8 +103,8 @@ class TextDecoder(nn.Module):
         for i, layer in enumerate(self.llm.model.layers):
             attn = layer.self_attn
             h = layer.input_layernorm(x)
-            q = apply_rope(attn.q_proj(h).view(1, t, attn.num_heads, attn.head_dim), cos, sin)
-            k = apply_rope(attn.k_proj(h).view(1, t, attn.num_kv_heads, attn.head_dim), cos, sin)
+            q = apply_rope(attn.q_proj(h).view(1, t, attn.num_heads, attn.head_dim), cos, sin, self.rope_rotation)
+            k = apply_rope(attn.k_proj(h).view(1, t, attn.num_kv_heads, attn.head_dim), cos, sin, self.rope_rotation)
             v = attn.v_proj(h).view(1, t, attn.num_kv_heads, attn.head_dim)
             if self.quantized:
                 y = self._attend_int8(i, q, k, v, start)

@@ -35,10 +35,25 @@ def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[
     return emb.cos(), emb.sin()
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+               rotation: torch.Tensor | None = None) -> torch.Tensor:
+    """x·cos + rotate_half(x)·sin. With `rotation` (`rotate_half_matrix`), rotate_half is that linear map instead
+    of two slices and a cat: the same numbers, and a delegate runs it where it slices no dynamic shapes."""
+    if rotation is not None:
+        return x * cos + F.linear(x, rotation) * sin
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin
+
+
+def rotate_half_matrix(head_dim: int) -> torch.Tensor:
+    """W [head_dim, head_dim] with F.linear(x, W) == cat(-x[..., half:], x[..., :half]) exactly: each output is
+    one input times ±1, the rest of its sum exact zeros."""
+    half = head_dim // 2
+    w = torch.zeros(head_dim, head_dim)
+    w[torch.arange(half), torch.arange(half) + half] = -1.0
+    w[torch.arange(half) + half, torch.arange(half)] = 1.0
+    return w
 
 
 class KVCache(nn.Module):

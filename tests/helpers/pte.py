@@ -61,3 +61,12 @@ def mutable_buffers(pte: Path, method: str) -> dict[str, dict]:
         found[info.fully_qualified_name] = {"dtype": dtype, "sizes": list(tensor.sizes), "bytes": numel * size,
                                             "mem_id": tensor.allocation_info.memory_id}
     return found
+
+
+def planned_activation_shapes(pte: Path, method: str) -> list[tuple[int, ...]]:
+    """The upper-bound sizes of every tensor `method` plans in its activation arena (memory id 1): what ExecuTorch
+    holds between ops and delegates, not what a delegate keeps inside."""
+    program = _program(pte)
+    plan = next(p for p in program.execution_plan if p.name == method)
+    return [tuple(value.val.sizes) for value in plan.values
+            if getattr(getattr(value.val, "allocation_info", None), "memory_id", None) == 1]
