@@ -132,10 +132,10 @@ def test_the_decode_branch_costs_the_decoders_arena_nothing(tiny_model, monkeypa
     cover."""
     from megrez_mobile.export import lowering
     from megrez_mobile.export.lowering import lower_method, to_executorch
-
-    monkeypatch.setattr(lowering, "SPLIT_DQ_LINEARS", {"text_decoder"})
     from megrez_mobile.export.programs import TextDecoder
     from megrez_mobile.export.recipe import Recipe
+
+    monkeypatch.setattr(lowering, "SPLIT_DQ_LINEARS", {"text_decoder"})
 
     recipe = Recipe.load("xnnpack-fp32")
     llm = copy.deepcopy(tiny_model.llm)  # TextDecoder turns gradients off; the shared model stays as it is

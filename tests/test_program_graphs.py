@@ -31,7 +31,7 @@ def test_vision_encoder_attention_stays_in_the_delegate(bundle_8da4w):
 
 def test_decoder_plans_no_ffn_or_rope_temporaries(bundle_8da4w):
     """The decoder's arena holds its layer boundaries, not a layer's insides. With a delegate per quantized linear,
-    the FFN's gate, up and product were three planned [T, intermediate] tensors (87 of the full-size decoder's
+    the FFN's gate, up and product were three planned [T, intermediate] tensors (88 of the full-size decoder's
     99 MB at the 1,024-token bound), and RoPE's sliced halves ran outside XNNPACK as [1, T, heads, head_dim / 2]
     copies. Grouped, and with rotate_half as a linear map, they stay inside the delegate."""
     shapes = planned_activation_shapes(bundle_8da4w / "model.pte", "text_decoder")

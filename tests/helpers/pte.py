@@ -66,7 +66,9 @@ def mutable_buffers(pte: Path, method: str) -> dict[str, dict]:
 def planned_activation_shapes(pte: Path, method: str) -> list[tuple[int, ...]]:
     """The upper-bound sizes of every tensor `method` plans in its activation arena (memory id 1): what ExecuTorch
     holds between ops and delegates, not what a delegate keeps inside."""
+    from megrez_mobile.export.memory_plan import ACTIVATION_MEM_ID
+
     program = _program(pte)
     plan = next(p for p in program.execution_plan if p.name == method)
     return [tuple(value.val.sizes) for value in plan.values
-            if getattr(getattr(value.val, "allocation_info", None), "memory_id", None) == 1]
+            if getattr(getattr(value.val, "allocation_info", None), "memory_id", None) == ACTIVATION_MEM_ID]
